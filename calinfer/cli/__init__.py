@@ -1,0 +1,27 @@
+"""The ``calinfer`` command. Each subcommand lives in its own module; heavy imports stay inside them."""
+
+from __future__ import annotations
+
+import click
+
+from calinfer import __version__
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="calinfer")
+def main() -> None:
+    """calinfer: likelihood-based inference for calorimeter showers.
+
+    Run ``calinfer COMMAND --help`` for the options of each command.
+    """
+
+
+def _register() -> None:
+    from calinfer.cli import geometry_cmd
+
+    main.add_command(geometry_cmd.geometry)
+
+
+_register()
