@@ -19,9 +19,10 @@ def main() -> None:
 
 
 def _register() -> None:
-    from calinfer.cli import geometry_cmd
+    from calinfer.cli import geometry_cmd, info_cmd
 
     main.add_command(geometry_cmd.geometry)
+    main.add_command(info_cmd.info)
 
 
 _register()
