@@ -1,0 +1,32 @@
+"""Resonant anomaly detection (CATHODE, arXiv:2109.00546) with background estimates and a bump hunt."""
+
+from __future__ import annotations
+
+from calinfer.resonant.bumphunt import BumpHuntResult, DijetFunction, bump_hunt, global_significance, scan
+from calinfer.resonant.classifier import EnsembleMLP, KFoldScores, kfold_scores
+from calinfer.resonant.density import ConditionalFlow
+from calinfer.resonant.preprocessing import LogitScaler
+from calinfer.resonant.sampler import MassSampler, generate_background
+from calinfer.resonant.significance import BackgroundEstimate, background_after_cut, cowan_significance, pull
+from calinfer.resonant.windows import SignalRegion, sliding_windows
+
+__all__ = [
+    "BackgroundEstimate",
+    "BumpHuntResult",
+    "ConditionalFlow",
+    "DijetFunction",
+    "EnsembleMLP",
+    "KFoldScores",
+    "LogitScaler",
+    "MassSampler",
+    "SignalRegion",
+    "background_after_cut",
+    "bump_hunt",
+    "cowan_significance",
+    "generate_background",
+    "global_significance",
+    "kfold_scores",
+    "pull",
+    "scan",
+    "sliding_windows",
+]

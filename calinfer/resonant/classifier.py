@@ -1,0 +1,195 @@
+"""Classifiers for weakly supervised searches and k-fold scoring.
+
+:class:`EnsembleMLP` is a torch MLP trained with binary cross entropy (classes reweighted to equal
+total weight). As in CATHODE, each of ``n_runs`` independently initialised runs keeps the
+``n_best_epochs`` epochs with the lowest validation loss, and the prediction is the mean over all
+kept (run, epoch) models. It follows the scikit-learn protocol (``fit(X, y, sample_weight)``,
+``predict_proba(X) -> (N, 2)``), so any scikit-learn classifier (e.g.
+``HistGradientBoostingClassifier``) can be used in its place.
+
+:func:`kfold_scores` trains one classifier per fold on the other folds and scores only the
+held-out fold, so no event is ever scored by a classifier that saw it in training.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from calinfer.errors import InputError, ModelError
+
+__all__ = ["EnsembleMLP", "KFoldScores", "kfold_scores"]
+
+
+def _mlp(n_in: int, hidden: tuple[int, ...]) -> torch.nn.Module:
+    layers: list[torch.nn.Module] = []
+    for h in hidden:
+        layers += [torch.nn.Linear(n_in, h), torch.nn.ReLU()]
+        n_in = h
+    layers.append(torch.nn.Linear(n_in, 1))
+    return torch.nn.Sequential(*layers)
+
+
+class EnsembleMLP:
+    """MLP classifier averaged over the best epochs of several runs (see module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        hidden: tuple[int, ...] = (64, 64, 64),
+        epochs: int = 30,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        n_runs: int = 1,
+        n_best_epochs: int = 5,
+        val_fraction: float = 0.2,
+        seed: int = 0,
+    ) -> None:
+        self.hidden = tuple(hidden)
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.n_runs = n_runs
+        self.n_best_epochs = n_best_epochs
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.models_: list[torch.nn.Module] | None = None
+
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> EnsembleMLP:
+        """Train on features ``X`` (N, D) and labels ``y`` in {0, 1}."""
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y).reshape(-1)
+        if X.ndim != 2 or len(X) != len(y):
+            raise InputError(f"need X of shape (N, D) and y of shape (N,), got {X.shape} and {y.shape}")
+        if not set(np.unique(y)) <= {0, 1} or len(np.unique(y)) != 2:
+            raise InputError("y must contain both classes 0 and 1 and nothing else")
+        w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+        for cls in (0, 1):  # balance the classes: equal total weight, mean weight 1
+            w[y == cls] *= 0.5 * len(y) / w[y == cls].sum()
+        self.mean_, self.std_ = X.mean(axis=0), np.maximum(X.std(axis=0), 1e-12)
+        Xt = torch.as_tensor((X - self.mean_) / self.std_, dtype=torch.float32)
+        yt = torch.as_tensor(y, dtype=torch.float32)
+        wt = torch.as_tensor(w, dtype=torch.float32)
+        rng = np.random.default_rng(self.seed)
+        self.models_, self.history_ = [], []
+        for _ in range(self.n_runs):
+            # stratified validation split
+            val = np.concatenate(
+                [
+                    rng.permutation(np.flatnonzero(y == c))[: max(1, round(self.val_fraction * np.sum(y == c)))]
+                    for c in (0, 1)
+                ]
+            )
+            train = np.setdiff1d(np.arange(len(y)), val)
+            self._fit_run(Xt, yt, wt, train, val, int(rng.integers(2**31)))
+        return self
+
+    def _fit_run(self, X, y, w, train: np.ndarray, val: np.ndarray, seed: int) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = _mlp(X.shape[1], self.hidden)
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
+        train_t, val_t = torch.as_tensor(train), torch.as_tensor(val)
+        best: list[tuple[float, dict]] = []
+        history = []
+        for _ in range(self.epochs):
+            model.train()
+            order = train_t[torch.randperm(len(train_t), generator=gen)]
+            for i in range(0, len(order), self.batch_size):
+                idx = order[i : i + self.batch_size]
+                loss = (loss_fn(model(X[idx]).squeeze(-1), y[idx]) * w[idx]).sum() / w[idx].sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            model.eval()
+            with torch.no_grad():
+                lv = loss_fn(model(X[val_t]).squeeze(-1), y[val_t])
+                val_loss = float((lv * w[val_t]).sum() / w[val_t].sum())
+            history.append(val_loss)
+            best.append((val_loss, copy.deepcopy(model.state_dict())))
+            best = sorted(best, key=lambda t: t[0])[: self.n_best_epochs]
+        self.history_.append(history)
+        for _, state in best:
+            mdl = _mlp(X.shape[1], self.hidden)
+            mdl.load_state_dict(state)
+            mdl.eval()
+            self.models_.append(mdl)  # type: ignore[union-attr]
+
+    def predict_proba(self, X: np.ndarray, *, batch_size: int = 65536) -> np.ndarray:
+        """``(N, 2)`` class probabilities, averaged over all kept models."""
+        if self.models_ is None:
+            raise ModelError("EnsembleMLP is not fitted; call fit() first")
+        X = np.asarray(X, dtype=np.float64)
+        Xt = torch.as_tensor((X - self.mean_) / self.std_, dtype=torch.float32)
+        p = np.zeros(len(X))
+        with torch.no_grad():
+            for mdl in self.models_:
+                for i in range(0, len(X), batch_size):
+                    p[i : i + batch_size] += torch.sigmoid(mdl(Xt[i : i + batch_size]).squeeze(-1)).double().numpy()
+        p /= len(self.models_)
+        return np.stack([1 - p, p], axis=1)
+
+
+@dataclass
+class KFoldScores:
+    """Out-of-fold scores: ``scores_*`` from the classifier of the fold each event was held out in."""
+
+    scores_data: np.ndarray
+    scores_reference: np.ndarray
+    fold_data: np.ndarray
+    fold_reference: np.ndarray
+
+
+def _fold_ids(n: int, n_folds: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.permutation(np.arange(n) % n_folds)
+
+
+def kfold_scores(
+    make_classifier: Callable[[int], object],
+    x_data: np.ndarray,
+    x_reference: np.ndarray,
+    *,
+    n_folds: int = 5,
+    weights_reference: np.ndarray | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> KFoldScores:
+    """Train "data (label 1) vs reference (label 0)" classifiers with k-fold cross scoring.
+
+    Both samples are split into ``n_folds`` random folds; classifier ``k`` (from
+    ``make_classifier(k)``) is trained on all folds but ``k`` of both samples and scores fold
+    ``k`` of both. Returns the out-of-fold probability of class 1 for every event.
+    """
+    x_data = np.asarray(x_data, dtype=np.float64)
+    x_reference = np.asarray(x_reference, dtype=np.float64)
+    if n_folds < 2:
+        raise InputError(f"n_folds must be at least 2, got {n_folds}")
+    if min(len(x_data), len(x_reference)) < n_folds:
+        raise InputError(f"need at least n_folds = {n_folds} events in each sample")
+    rng = np.random.default_rng(seed)
+    fd, fr = _fold_ids(len(x_data), n_folds, rng), _fold_ids(len(x_reference), n_folds, rng)
+    wr = np.ones(len(x_reference)) if weights_reference is None else np.asarray(weights_reference, dtype=np.float64)
+    sd, sr = np.full(len(x_data), np.nan), np.full(len(x_reference), np.nan)
+    folds = range(n_folds)
+    if progress:
+        from tqdm.auto import tqdm
+
+        folds = tqdm(folds, desc="k-fold", unit="fold")
+    for k in folds:
+        td, tr = fd != k, fr != k
+        X = np.concatenate([x_data[td], x_reference[tr]])
+        y = np.concatenate([np.ones(td.sum()), np.zeros(tr.sum())])
+        w = np.concatenate([np.ones(td.sum()), wr[tr]])
+        clf = make_classifier(k)
+        clf.fit(X, y, sample_weight=w)  # type: ignore[attr-defined]
+        sd[~td] = clf.predict_proba(x_data[~td])[:, 1]  # type: ignore[attr-defined]
+        sr[~tr] = clf.predict_proba(x_reference[~tr])[:, 1]  # type: ignore[attr-defined]
+    return KFoldScores(sd, sr, fd, fr)

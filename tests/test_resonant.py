@@ -1,0 +1,241 @@
+"""Resonant anomaly detection pieces on toy data: windows, k-fold, preprocessing, flow, significance, bump hunt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import minimize_scalar
+from scipy.special import xlogy
+from scipy.stats import ks_2samp
+from sklearn.metrics import roc_auc_score
+
+from calinfer.errors import InputError, ModelError
+from calinfer.resonant.bumphunt import DijetFunction, bump_hunt, global_significance
+from calinfer.resonant.classifier import EnsembleMLP, kfold_scores
+from calinfer.resonant.density import ConditionalFlow
+from calinfer.resonant.preprocessing import LogitScaler
+from calinfer.resonant.sampler import MassSampler, generate_background
+from calinfer.resonant.significance import background_after_cut, cowan_significance, pull
+from calinfer.resonant.windows import SignalRegion, sliding_windows
+
+# ---------------------------------------------------------------- windows
+
+
+def test_signal_region_and_sidebands_partition_the_range():
+    w = SignalRegion(3.3, 3.7, 3.0, 4.2)
+    m = np.array([2.99, 3.0, 3.29, 3.3, 3.5, 3.6999, 3.7, 4.19, 4.2, 5.0])
+    sr, sb = w.in_sr(m), w.in_sidebands(m)
+    np.testing.assert_array_equal(sr, [0, 0, 0, 1, 1, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(sb, [0, 1, 1, 0, 0, 0, 1, 1, 0, 0])
+    assert not np.any(sr & sb)
+    np.testing.assert_array_equal(w.in_range(m), sr | sb)
+    unbounded = SignalRegion(3.3, 3.7)
+    assert unbounded.in_sidebands(np.array([0.5, 9.0])).all()
+    with pytest.raises(InputError):
+        SignalRegion(3.7, 3.3)
+    with pytest.raises(InputError):
+        SignalRegion(3.3, 3.7, 3.4, 4.0)
+
+
+def test_sliding_windows_cover_the_range_with_clean_edges():
+    wins = sliding_windows(2.8, 5.0, 0.4, 0.1, sideband_width=0.3)
+    assert len(wins) == 19
+    assert wins[0].low == 2.8 and wins[-1].high == 5.0
+    assert [w.low for w in wins[:4]] == [2.8, 2.9, 3.0, 3.1]
+    assert wins[0].sb_low == 2.8 and wins[5].sb_low == 3.0 and wins[5].sb_high == 4.0
+    assert all(w.width == pytest.approx(0.4) for w in wins)
+    assert len(sliding_windows(3.0, 4.0, 0.5)) == 3  # default step = width / 2
+    with pytest.raises(InputError):
+        sliding_windows(3.0, 3.2, 0.4)
+
+
+# ---------------------------------------------------------------- k-fold
+
+
+class _Memorizer:
+    """Scores 1 for any event it was trained on, 0 otherwise: exposes any leakage."""
+
+    def fit(self, X, y, sample_weight=None):
+        self.seen = {tuple(row) for row in np.round(X, 12)}
+        return self
+
+    def predict_proba(self, X):
+        p = np.array([tuple(row) in self.seen for row in np.round(X, 12)], dtype=float)
+        return np.stack([1 - p, p], axis=1)
+
+
+def test_kfold_never_scores_an_event_with_a_model_that_saw_it():
+    rng = np.random.default_rng(0)
+    data, ref = rng.normal(size=(103, 3)), rng.normal(size=(251, 3))
+    res = kfold_scores(lambda k: _Memorizer(), data, ref, n_folds=4, seed=1)
+    assert np.all(res.scores_data == 0) and np.all(res.scores_reference == 0)
+    assert set(res.fold_data) == set(range(4)) and set(res.fold_reference) == set(range(4))
+    assert np.bincount(res.fold_data).max() - np.bincount(res.fold_data).min() <= 1
+    # every model scores exactly its own fold: a model that saw everything would score 1
+    seen_all = _Memorizer().fit(np.concatenate([data, ref]), None)
+    assert np.all(seen_all.predict_proba(data)[:, 1] == 1)
+
+
+def test_ensemble_mlp_kfold_finds_a_localised_excess():
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(1)
+    data, ref = rng.normal(size=(3000, 3)), rng.normal(size=(6000, 3))
+    data[:300] += 2.0  # 10% signal in "data"
+    res = kfold_scores(lambda k: EnsembleMLP(epochs=8, n_best_epochs=3, seed=k), data, ref, n_folds=3, seed=2)
+    truth = np.r_[np.ones(300), np.zeros(2700)]
+    assert roc_auc_score(truth, res.scores_data) > 0.9
+    assert np.all((res.scores_data >= 0) & (res.scores_data <= 1))
+    with pytest.raises(ModelError):
+        EnsembleMLP().predict_proba(data)
+
+
+# ---------------------------------------------------------------- preprocessing and flow
+
+
+def test_logit_scaler_jacobian_matches_autograd_and_inverts():
+    rng = np.random.default_rng(2)
+    x = np.stack([rng.uniform(0.05, 0.6, 500), rng.exponential(0.3, 500), rng.beta(2, 3, 500)], axis=1)
+    sc = LogitScaler(eps=1e-3, margin=0.05).fit(x)
+    pts = torch.as_tensor(x[:20], dtype=torch.float64)
+    z, logdet = sc.transform_torch(pts)
+    for i in range(len(pts)):
+        jac = torch.autograd.functional.jacobian(lambda v: sc.transform_torch(v[None])[0][0], pts[i])
+        sign, ref = torch.linalg.slogdet(jac)
+        assert sign > 0
+        assert float(logdet[i]) == pytest.approx(float(ref), abs=1e-9)
+    np.testing.assert_allclose(sc.inverse(z.numpy()), x[:20], rtol=1e-10, atol=1e-12)
+    zz, _ = sc.transform(x)
+    np.testing.assert_allclose(zz.mean(axis=0), 0.0, atol=1e-9)
+    np.testing.assert_allclose(zz.std(axis=0), 1.0, atol=1e-9)
+    back = LogitScaler.from_state_dict(sc.state_dict())
+    np.testing.assert_allclose(back.transform(x)[1], sc.transform(x)[1])
+    with pytest.raises(ModelError):
+        LogitScaler().transform(x)
+
+
+@pytest.fixture(scope="module")
+def toy_flow():
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(3)
+    m = rng.uniform(3.0, 4.0, 3000)
+    x = np.stack([0.2 + 0.1 * (m - 3.5) + 0.03 * rng.normal(size=3000), rng.beta(2, 5, 3000)], axis=1)
+    flow = ConditionalFlow(epochs=12, n_transforms=2, hidden=32, n_best_epochs=3, seed=1).fit(x, m)
+    return flow
+
+
+def test_flow_density_is_normalised_in_feature_units(toy_flow):
+    lo, hi = toy_flow.scaler_.lo_, toy_flow.scaler_.hi_
+    g0, g1 = np.linspace(lo[0], hi[0], 250), np.linspace(lo[1], hi[1], 250)
+    grid = np.stack(np.meshgrid(g0, g1, indexing="ij"), -1).reshape(-1, 2)
+    dens = np.exp(toy_flow.log_prob(grid, np.full(len(grid), 3.5))).reshape(250, 250)
+    assert np.trapezoid(np.trapezoid(dens, g1, axis=1), g0) == pytest.approx(1.0, abs=0.01)
+    assert toy_flow.log_prob(np.array([[hi[0] + 1, 0.3]]), np.array([3.5]))[0] == -np.inf
+
+
+def test_flow_interpolates_the_condition_and_generates_background(toy_flow):
+    for m0 in (3.2, 3.8):
+        s = toy_flow.sample(np.full(4000, m0), seed=4)
+        assert s[:, 0].mean() == pytest.approx(0.2 + 0.1 * (m0 - 3.5), abs=0.01)
+        assert s[:, 1].mean() == pytest.approx(2 / 7, abs=0.02)
+    np.testing.assert_array_equal(toy_flow.sample(np.full(10, 3.5), seed=5), toy_flow.sample(np.full(10, 3.5), seed=5))
+    masses = MassSampler(3.3, 3.7).fit(np.random.default_rng(6).uniform(3.0, 4.0, 2000))
+    x, m = generate_background(toy_flow, masses, 1000, seed=7)
+    assert x.shape == (1000, 2) and np.all((m >= 3.3) & (m < 3.7))
+
+
+def test_mass_sampler_follows_the_signal_region_spectrum():
+    rng = np.random.default_rng(8)
+    mjj = 2.8 + rng.exponential(0.5, 20000)
+    s = MassSampler(3.3, 3.7).fit(mjj)
+    draw = s.sample(5000, seed=9)
+    inside = mjj[(mjj >= 3.3) & (mjj < 3.7)]
+    assert np.all((draw >= 3.3) & (draw < 3.7))
+    assert ks_2samp(draw, inside).pvalue > 0.01
+    with pytest.raises(ModelError):
+        MassSampler(3.3, 3.7).sample(3)
+
+
+# ---------------------------------------------------------------- significance
+
+
+def _profile_z(n: float, b: float, sigma: float) -> float:
+    """On/off profile likelihood (control region m = tau b, tau = b / sigma^2), for comparison."""
+    tau = b / sigma**2
+
+    def nll(s, bb):
+        return -(xlogy(n, s + bb) - (s + bb) + xlogy(tau * b, tau * bb) - tau * bb)
+
+    best = minimize_scalar(lambda bb: nll(0.0, bb), bounds=(1e-6, 10 * b), method="bounded", options={"xatol": 1e-10})
+    return float(np.sqrt(2 * (best.fun - nll(n - b, b))))
+
+
+def test_cowan_formula_known_values():
+    # no uncertainty: sqrt(2 (n ln(n/b) - n + b))
+    assert cowan_significance(110, 100) == pytest.approx(np.sqrt(2 * (110 * np.log(1.1) - 10)), rel=1e-12)
+    assert cowan_significance(110, 100) == pytest.approx(0.98399164, abs=1e-7)
+    assert cowan_significance(5, 1) == pytest.approx(np.sqrt(2 * (5 * np.log(5) - 4)), rel=1e-12)
+    # with uncertainty it equals the profile-likelihood significance of the on/off problem
+    for n, b, sig in [(110, 100, 5.0), (150, 100, 20.0), (30, 10, 2.0)]:
+        assert cowan_significance(n, b, sig) == pytest.approx(_profile_z(n, b, sig), rel=1e-6)
+    assert cowan_significance(150, 100, 20.0) < cowan_significance(150, 100, 0.0)
+    assert cowan_significance(110, 100, 1e-8) == pytest.approx(cowan_significance(110, 100), rel=1e-6)
+    assert cowan_significance(90, 100, 5.0) < 0 and cowan_significance(100, 100, 5.0) == 0
+    np.testing.assert_allclose(cowan_significance([110, 150], 100, [5.0, 20.0]), [0.877245527, 1.968311361], rtol=1e-8)
+    with pytest.raises(InputError):
+        cowan_significance(10, 0)
+
+
+def test_background_after_cut_components_and_pulls():
+    est = background_after_cut([0.010, 0.012, 0.011], 100_000, n_sr=50_000, n_sr_sigma=500)
+    assert est.b == pytest.approx(550.0)
+    assert est.sigma_ensemble == pytest.approx(50_000 * 0.001)
+    stat = 50_000 * np.sqrt(sum(e * (1 - e) / 1e5 for e in (0.010, 0.012, 0.011))) / 3
+    assert est.sigma_stat == pytest.approx(stat)
+    assert est.sigma_norm == pytest.approx(0.011 * 500)
+    assert est.sigma == pytest.approx(np.sqrt(stat**2 + 50**2 + 5.5**2))
+    assert est.significance(650) < est.significance(650, include_ensemble=False)
+    # closure: Poisson counts around the true background give pulls ~ N(0, 1)
+    rng = np.random.default_rng(10)
+    pulls = pull(rng.poisson(400, 4000), 400.0, 0.0)
+    assert abs(pulls.mean()) < 0.05 and abs(pulls.std() - 1) < 0.05
+
+
+# ---------------------------------------------------------------- bump hunt
+
+
+def _toy_spectrum(n_bkg: int, n_sig: int, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Dijet-function background on [2.8, 5.0] TeV plus a Gaussian bump at 3.5 TeV; returns edges, counts, true B."""
+    fine = np.linspace(2.8, 5.0, 20001)
+    cdf = np.cumsum(DijetFunction(4).density(fine, np.array([0.0, 10.0, 5.0, 0.5])))
+    cdf /= cdf[-1]
+    rng = np.random.default_rng(seed)
+    m = np.r_[np.interp(rng.uniform(size=n_bkg), cdf, fine), rng.normal(3.5, 0.06, n_sig)]
+    edges = np.round(np.arange(2.8, 5.0001, 0.1), 10)
+    b_true = n_bkg * (np.interp(3.7, fine, cdf) - np.interp(3.3, fine, cdf))
+    return edges, np.histogram(m, edges)[0], b_true
+
+
+def test_bump_hunt_recovers_injected_bump_and_closes_without_it():
+    window = SignalRegion(3.3, 3.7, 2.8, 5.0)
+    edges, counts, b_true = _toy_spectrum(100_000, 700, seed=11)
+    res = bump_hunt(edges, counts, window)
+    assert res.fit_valid
+    assert abs(res.b - b_true) < 3 * res.sigma_b
+    assert abs((res.n_observed - res.b) - 700) < 3 * np.sqrt(res.b + res.sigma_b**2)
+    assert res.z_local > 3
+    edges, counts, b_true = _toy_spectrum(100_000, 0, seed=12)
+    null = bump_hunt(edges, counts, window)
+    assert abs(null.z_local) < 3
+    with pytest.raises(InputError, match="not a bin edge"):
+        bump_hunt(edges, counts, SignalRegion(3.33, 3.7, 2.8, 5.0))
+
+
+def test_look_elsewhere_toys_reduce_the_significance():
+    edges, counts, _ = _toy_spectrum(50_000, 500, seed=13)
+    windows = [w for w in sliding_windows(2.8, 5.0, 0.4, 0.2) if 3.0 <= w.low and w.high <= 4.6]
+    g = global_significance(edges, counts, windows, n_toys=15, seed=14)
+    assert g["window"][0] <= 3.5 <= g["window"][1]
+    assert g["z_local_max"] > 3
+    assert len(g["toy_max_z"]) == 15 and np.all(np.isfinite(g["toy_max_z"]))
+    assert 0 < g["p_global"] <= 1 and g["z_global"] < g["z_local_max"]
