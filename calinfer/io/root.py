@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -220,7 +221,11 @@ class RootTreeWriter:
         import uproot
 
         tmp = self._stack.enter_context(atomic_output(self.path, inputs=self._inputs))
-        self._file = uproot.recreate(tmp)
+        try:
+            self._file = uproot.recreate(tmp)
+        except BaseException:
+            self._stack.__exit__(*sys.exc_info())
+            raise
         self._stack.callback(self._file.close)
         return self
 
@@ -229,6 +234,8 @@ class RootTreeWriter:
         if self._file is None:
             raise RuntimeError("RootTreeWriter.extend called outside its with-block")
         arrays = {name: np.ascontiguousarray(values) for name, values in branches.items()}
+        if not arrays:
+            raise InputError(f"{self.path}: no branches given to write")
         lengths = {name: len(a) for name, a in arrays.items()}
         if len(set(lengths.values())) != 1:
             raise InputError(f"{self.path}: branches of different lengths cannot form one tree: {lengths}")
