@@ -132,7 +132,10 @@ class Geometry:
     def layer_images(self, voxels: np.ndarray) -> list[np.ndarray]:
         """Split flat voxels ``(N, n_voxels)`` into per-layer images ``(N, *shape)``."""
         voxels = np.asarray(voxels)
-        return [voxels[..., s].reshape(*voxels.shape[:-1], *layer.shape) for s, layer in zip(self.layer_slices, self.layers)]
+        return [
+            voxels[..., s].reshape(*voxels.shape[:-1], *layer.shape)
+            for s, layer in zip(self.layer_slices, self.layers, strict=False)
+        ]
 
     def check(self, other: Geometry | str, what: str = "input") -> None:
         """Raise :class:`GeometryMismatchError` unless ``other`` (a geometry or an id) is this geometry."""
@@ -154,17 +157,22 @@ class Geometry:
     def summary(self) -> str:
         """A human-readable multi-line description."""
         lines = [f"geometry {self.name} (id {self.id}): {self.n_layers} layers, {self.n_voxels} voxels"]
-        for layer, s in zip(self.layers, self.layer_slices):
+        for layer, s in zip(self.layers, self.layer_slices, strict=False):
             if layer.kind == "cartesian":
                 size = f"cells {layer.cell_size_mm[0]:g} x {layer.cell_size_mm[1]:g} mm"  # type: ignore[index]
             else:
                 size = f"r edges {', '.join(f'{e:g}' for e in layer.r_edges_mm)} mm"  # type: ignore[union-attr]
-            lines.append(f"  {layer.name}: {layer.kind} {layer.shape[0]} x {layer.shape[1]}, voxels {s.start}-{s.stop - 1}, {size}")
+            lines.append(
+                f"  {layer.name}: {layer.kind} {layer.shape[0]} x {layer.shape[1]}, "
+                f"voxels {s.start}-{s.stop - 1}, {size}"
+            )
         return "\n".join(lines)
 
 
 def _polar(name: str, r_edges: list[float], n_alpha: int) -> Layer:
-    return Layer(name=name, shape=(n_alpha, len(r_edges) - 1), kind="polar", r_edges_mm=tuple(float(e) for e in r_edges))
+    return Layer(
+        name=name, shape=(n_alpha, len(r_edges) - 1), kind="polar", r_edges_mm=tuple(float(e) for e in r_edges)
+    )
 
 
 CALOGAN = Geometry(

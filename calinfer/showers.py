@@ -36,7 +36,9 @@ class Showers:
     def __post_init__(self) -> None:
         self.voxels = np.asarray(self.voxels)
         if self.voxels.ndim != 2:
-            raise InputError(f"{self.source}: voxels must be 2-dimensional (N, n_voxels), got shape {self.voxels.shape}")
+            raise InputError(
+                f"{self.source}: voxels must be 2-dimensional (N, n_voxels), got shape {self.voxels.shape}"
+            )
         self.geometry.check_voxel_count(self.voxels.shape[1], what=self.source)
         n = len(self.voxels)
         if self.incident_energy is not None:
