@@ -1,0 +1,43 @@
+"""Unsupervised anomaly detection for showers: likelihood scores under a surrogate, and baselines.
+
+A surrogate trained only on ordinary photon showers scores every shower by how unlikely it is
+(arXiv:2312.11618). See :mod:`calinfer.anomaly.scores` for the likelihood scores and
+:mod:`calinfer.anomaly.baselines` for the physics-variable, autoencoder and supervised baselines;
+:mod:`calinfer.metrics` turns scores of labelled samples into ROC/SIC figures of merit.
+"""
+
+from __future__ import annotations
+
+from calinfer.anomaly.baselines import (
+    PHYSICS_VARIABLES,
+    AutoencoderScore,
+    PhysicsScore,
+    SupervisedClassifier,
+    shower_features,
+    voxel_inputs,
+)
+from calinfer.anomaly.scores import (
+    PARTS,
+    SCORE_NAMES,
+    EnergyScale,
+    LikelihoodScore,
+    ProfileScore,
+    Score,
+    make_score,
+)
+
+__all__ = [
+    "PARTS",
+    "PHYSICS_VARIABLES",
+    "SCORE_NAMES",
+    "AutoencoderScore",
+    "EnergyScale",
+    "LikelihoodScore",
+    "PhysicsScore",
+    "ProfileScore",
+    "Score",
+    "SupervisedClassifier",
+    "make_score",
+    "shower_features",
+    "voxel_inputs",
+]

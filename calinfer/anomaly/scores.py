@@ -1,0 +1,293 @@
+"""Likelihood anomaly scores of showers under a surrogate trained on ordinary photon showers.
+
+Every score is an object with ``fit(background)`` (calibration on a labelled background sample, a no-op where
+nothing is calibrated) and ``evaluate(showers) -> dict`` of per-shower arrays: ``"score"`` (higher = more
+anomalous) plus auxiliary quantities (``"log_prob"``, ``"e_dep"``, ``"e_rec"`` / ``"e_hat"`` in GeV, ...).
+
+* :class:`LikelihoodScore`: ``-log p(x | E_rec)`` with ``E_rec = E_dep / lambda`` and ``lambda`` fitted on
+  background (:class:`EnergyScale`); ``part="layers"`` uses flow I only (layer energies), ``part="voxels"`` flow II
+  only (voxels given layer energies), ``part="full"`` both.
+* :class:`ProfileScore`: ``-max_E log p(x | E)``, the likelihood profiled over the incident energy (no lambda):
+  a log-spaced grid over the surrogate's energy range, then batched zoom refinement around each maximum.
+
+The surrogate only needs ``log_prob(showers, energies, *, part=..., device=..., batch_size=...)`` with
+energies of shape ``(N,)`` or ``(N, G)`` (see ``calinfer.surrogate.ShowerSurrogate``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import numpy as np
+
+from calinfer.errors import InputError
+from calinfer.showers import Showers
+
+__all__ = [
+    "PARTS",
+    "SCORE_NAMES",
+    "EnergyScale",
+    "LikelihoodScore",
+    "ProfileScore",
+    "Score",
+    "SurrogateLike",
+    "make_score",
+]
+
+PARTS = ("full", "layers", "voxels")
+SCORE_NAMES = ("nll", "profile", "layers", "voxels")
+"""Names accepted by :func:`make_score` (and by ``calinfer anomaly --score``)."""
+
+DEFAULT_ENERGY_RANGE = (1.0, 100.0)
+"""Incident energies (GeV) the surrogate is trusted on when it does not say (the photon training range)."""
+
+
+class SurrogateLike(Protocol):
+    """What a score needs from a surrogate."""
+
+    def log_prob(self, showers: Showers, energies: np.ndarray, *, part: str = "full", **kwargs) -> np.ndarray: ...
+
+
+class Score(Protocol):
+    """An anomaly score: ``fit`` on background, then ``evaluate`` showers (higher ``"score"`` = more anomalous)."""
+
+    name: str
+
+    def fit(self, background: Showers) -> Score: ...
+
+    def evaluate(self, showers: Showers) -> dict[str, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class EnergyScale:
+    """The detector response ``lambda = E_dep / E_inc`` of background showers; ``E_rec = E_dep / lambda``.
+
+    Attributes
+    ----------
+    value: fitted lambda (dimensionless).
+    uncertainty: bootstrap standard deviation of ``value``.
+    method: ``"median"`` (median of E_dep/E_inc), ``"mode"`` (maximum of a Gaussian KDE of E_dep/E_inc with Scott
+        bandwidth) or ``"ratio"`` (sum E_dep / sum E_inc: the least-squares fit of E_dep = lambda E_inc with
+        variance proportional to E_inc, as for sampling fluctuations).
+    n_showers: size of the calibration sample.
+    """
+
+    value: float
+    uncertainty: float
+    method: str
+    n_showers: int
+
+    @classmethod
+    def fit(cls, background: Showers, *, method: str = "median", n_bootstrap: int = 20, seed: int = 0) -> EnergyScale:
+        """Fit lambda on background showers with known incident energies."""
+        if background.incident_energy is None:
+            raise InputError(
+                f"{background.source}: the energy-scale calibration needs showers with known incident energies "
+                "(a labelled background sample, e.g. calinfer.datasets.load('photons-val'))"
+            )
+        e_dep = background.deposited_energy().astype(np.float64)
+        e_inc = background.incident_energy
+        keep = e_inc > 0
+        if keep.sum() < 10:
+            raise InputError(f"{background.source}: {int(keep.sum())} showers are too few to fit the energy scale")
+        e_dep, e_inc = e_dep[keep], e_inc[keep]
+        estimator = _SCALE_METHODS.get(method)
+        if estimator is None:
+            raise InputError(f"unknown energy-scale method {method!r}; use one of {sorted(_SCALE_METHODS)}")
+        value = estimator(e_dep, e_inc)
+        rng = np.random.default_rng(seed)
+        reps = []
+        for _ in range(n_bootstrap):
+            idx = rng.integers(0, e_dep.size, e_dep.size)
+            reps.append(estimator(e_dep[idx], e_inc[idx]))
+        unc = float(np.std(reps, ddof=1)) if n_bootstrap > 1 else float("nan")
+        if not value > 0:
+            raise InputError(f"{background.source}: fitted energy scale {value} is not positive; check the sample")
+        return cls(value=float(value), uncertainty=unc, method=method, n_showers=int(e_dep.size))
+
+    def reconstruct(self, e_dep: np.ndarray) -> np.ndarray:
+        """Reconstructed incident energy ``E_dep / lambda`` (GeV)."""
+        return np.asarray(e_dep, dtype=np.float64) / self.value
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _scale_median(e_dep: np.ndarray, e_inc: np.ndarray) -> float:
+    return float(np.median(e_dep / e_inc))
+
+
+def _scale_ratio(e_dep: np.ndarray, e_inc: np.ndarray) -> float:
+    return float(e_dep.sum() / e_inc.sum())
+
+
+def _scale_mode(e_dep: np.ndarray, e_inc: np.ndarray) -> float:
+    from scipy.optimize import minimize_scalar
+    from scipy.stats import gaussian_kde
+
+    r = e_dep / e_inc
+    kde = gaussian_kde(r, bw_method="scott")
+    lo, hi = np.percentile(r, [1, 99])
+    grid = np.linspace(lo, hi, 256)
+    i = int(np.argmax(kde(grid)))
+    a, b = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
+    res = minimize_scalar(lambda x: -kde(x)[0], bounds=(a, b), method="bounded", options={"xatol": 1e-6 * hi})
+    return float(res.x)
+
+
+_SCALE_METHODS = {"median": _scale_median, "mode": _scale_mode, "ratio": _scale_ratio}
+
+
+def _check_part(part: str) -> str:
+    if part not in PARTS:
+        raise InputError(f"unknown surrogate part {part!r}; use one of {PARTS}")
+    return part
+
+
+def _energy_range(surrogate: SurrogateLike, energy_range: tuple[float, float] | None) -> tuple[float, float]:
+    lo, hi = energy_range or getattr(surrogate, "energy_range", None) or DEFAULT_ENERGY_RANGE
+    if not 0 < lo < hi:
+        raise InputError(f"energy range must satisfy 0 < low < high, got ({lo}, {hi})")
+    return float(lo), float(hi)
+
+
+class LikelihoodScore:
+    """``-log p(x | E_rec)`` under the surrogate, ``E_rec = E_dep / lambda`` clipped to the surrogate's energy range.
+
+    Parameters
+    ----------
+    surrogate: object with ``log_prob`` (see module docstring).
+    part: ``"full"`` (name ``"nll"``), ``"layers"`` (flow I only) or ``"voxels"`` (flow II only).
+    scale: fitted :class:`EnergyScale`, a fixed lambda, or ``None`` (call :meth:`fit` first).
+    energy_range: GeV range where the surrogate is evaluated (default: ``surrogate.energy_range`` or 1-100 GeV);
+        E_rec outside is clipped to it, the unclipped value is reported as ``e_rec``.
+    scale_method: method for :meth:`fit`, see :class:`EnergyScale`.
+    device, batch_size: passed to ``surrogate.log_prob`` (``None``: the surrogate's defaults, GPU when present).
+    """
+
+    def __init__(
+        self,
+        surrogate: SurrogateLike,
+        *,
+        part: str = "full",
+        scale: EnergyScale | float | None = None,
+        energy_range: tuple[float, float] | None = None,
+        scale_method: str = "median",
+        device: str | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        self.surrogate = surrogate
+        self.part = _check_part(part)
+        self.name = "nll" if part == "full" else part
+        if isinstance(scale, (int, float)):
+            scale = EnergyScale(value=float(scale), uncertainty=0.0, method="fixed", n_showers=0)
+        self.scale = scale
+        self.energy_range = _energy_range(surrogate, energy_range)
+        self.scale_method = scale_method
+        self.device = device
+        self.batch_size = batch_size
+
+    def fit(self, background: Showers) -> LikelihoodScore:
+        """Fit lambda on labelled background showers."""
+        self.scale = EnergyScale.fit(background, method=self.scale_method)
+        return self
+
+    def evaluate(self, showers: Showers) -> dict[str, np.ndarray]:
+        """``score`` = ``-log_prob`` at E_rec, with ``log_prob``, ``e_dep`` and ``e_rec`` (GeV)."""
+        if self.scale is None:
+            raise InputError(
+                f"score {self.name!r} needs the energy scale lambda: call fit(background) or pass scale=..."
+            )
+        e_dep = showers.deposited_energy().astype(np.float64)
+        e_rec = self.scale.reconstruct(e_dep)
+        e_eval = np.clip(e_rec, *self.energy_range)
+        lp = np.asarray(
+            self.surrogate.log_prob(showers, e_eval, part=self.part, device=self.device, batch_size=self.batch_size),
+            dtype=np.float64,
+        )
+        return {"score": -lp, "log_prob": lp, "e_dep": e_dep, "e_rec": e_rec}
+
+
+class ProfileScore:
+    """``-max_E log p(x | E)``: the likelihood maximized over the incident energy on the surrogate's range.
+
+    The maximum is found on ``n_grid`` log-spaced energies, then refined ``n_refine`` times: each round evaluates
+    ``n_zoom`` points spanning the neighbours of the current best point, shrinking the bracket by a factor
+    ``(n_zoom - 1) / 2`` per round. The best value ever evaluated is kept, so refinement never lowers the maximum.
+
+    Outputs: ``score``, ``log_prob`` (the maximum), ``e_hat`` (the maximizing energy, GeV), ``e_dep`` and
+    ``at_edge`` (1 where the maximum sits on the boundary of the energy range).
+    """
+
+    def __init__(
+        self,
+        surrogate: SurrogateLike,
+        *,
+        part: str = "full",
+        energy_range: tuple[float, float] | None = None,
+        n_grid: int = 48,
+        n_refine: int = 4,
+        n_zoom: int = 9,
+        device: str | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        if n_grid < 3 or n_zoom < 3 or n_refine < 0:
+            raise InputError("profile score needs n_grid >= 3, n_zoom >= 3 and n_refine >= 0")
+        self.surrogate = surrogate
+        self.part = _check_part(part)
+        self.name = "profile" if part == "full" else f"profile-{part}"
+        self.energy_range = _energy_range(surrogate, energy_range)
+        self.n_grid, self.n_refine, self.n_zoom = int(n_grid), int(n_refine), int(n_zoom)
+        self.device = device
+        self.batch_size = batch_size
+
+    def fit(self, background: Showers) -> ProfileScore:
+        """Nothing to calibrate: the profile needs no energy scale."""
+        return self
+
+    def _log_prob(self, showers: Showers, log_e: np.ndarray) -> np.ndarray:
+        lp = np.asarray(
+            self.surrogate.log_prob(
+                showers, np.exp(log_e), part=self.part, device=self.device, batch_size=self.batch_size
+            ),
+            dtype=np.float64,
+        )
+        return np.where(np.isnan(lp), -np.inf, lp)
+
+    def evaluate(self, showers: Showers) -> dict[str, np.ndarray]:
+        lo, hi = np.log(self.energy_range)
+        n = len(showers)
+        grid = np.linspace(lo, hi, self.n_grid)
+        lp = self._log_prob(showers, grid[None, :])  # (1, G): every shower at every grid energy
+        i = np.argmax(lp, axis=1)
+        rows = np.arange(n)
+        best_lp, best_x = lp[rows, i], grid[i]
+        a, b = grid[np.maximum(i - 1, 0)], grid[np.minimum(i + 1, self.n_grid - 1)]
+        t = np.linspace(0.0, 1.0, self.n_zoom)
+        for _ in range(self.n_refine):
+            pts = a[:, None] + (b - a)[:, None] * t[None, :]
+            lp = self._log_prob(showers, pts)
+            k = np.argmax(lp, axis=1)
+            better = lp[rows, k] > best_lp
+            best_lp = np.where(better, lp[rows, k], best_lp)
+            best_x = np.where(better, pts[rows, k], best_x)
+            a, b = pts[rows, np.maximum(k - 1, 0)], pts[rows, np.minimum(k + 1, self.n_zoom - 1)]
+        step = (hi - lo) / (self.n_grid - 1) * (2.0 / (self.n_zoom - 1)) ** self.n_refine
+        at_edge = (best_x <= lo + step) | (best_x >= hi - step)
+        return {
+            "score": -best_lp,
+            "log_prob": best_lp,
+            "e_hat": np.exp(best_x),
+            "e_dep": showers.deposited_energy().astype(np.float64),
+            "at_edge": at_edge.astype(np.int8),
+        }
+
+
+def make_score(name: str, surrogate: SurrogateLike, **options) -> LikelihoodScore | ProfileScore:
+    """Build a score by name: ``"nll"``, ``"layers"``, ``"voxels"`` (at E_rec) or ``"profile"`` (over E)."""
+    if name == "profile":
+        return ProfileScore(surrogate, **options)
+    if name in ("nll", "layers", "voxels"):
+        return LikelihoodScore(surrogate, part="full" if name == "nll" else name, **options)
+    raise InputError(f"unknown anomaly score {name!r}; use one of {SCORE_NAMES}")

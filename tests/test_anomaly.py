@@ -1,0 +1,252 @@
+"""calinfer.anomaly with a stand-in surrogate whose density is known in closed form."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from calinfer import metrics
+from calinfer.anomaly import (
+    AutoencoderScore,
+    EnergyScale,
+    LikelihoodScore,
+    PhysicsScore,
+    ProfileScore,
+    SupervisedClassifier,
+    make_score,
+    shower_features,
+)
+from calinfer.errors import InputError
+from calinfer.geometry import get_geometry
+from calinfer.showers import Showers
+
+GEO = get_geometry("calogan")
+FRACTIONS = np.array([0.15, 0.70, 0.085])  # mean layer response per GeV of incident energy (sums to 0.935)
+SIGMAS = np.array([0.30, 0.08, 0.25])  # spread of ln(layer energy)
+BLOB_WIDTH = 1.2  # transverse Gaussian width of the toy showers, in cells
+
+
+def blob(layer_index: int, offset: float = 0.0) -> np.ndarray:
+    """Normalized toy deposit pattern of one layer, centred on the middle cells, optionally shifted in x."""
+    ny, nx = GEO.layers[layer_index].shape
+    y = np.arange(ny) - (ny - 1) / 2
+    x = np.arange(nx) - (nx - 1) / 2 - offset
+    w = np.exp(-0.5 * (y[:, None] ** 2 + x[None, :] ** 2) / BLOB_WIDTH**2).ravel()
+    return w / w.sum()
+
+
+TEMPLATE = np.concatenate([blob(i) for i in range(3)])
+
+
+def toy_showers(
+    n: int, *, seed: int, energy=None, fractions=FRACTIONS, split: float = 0.0, common_noise: bool = False
+) -> Showers:
+    """Toy showers: ln-normal layer energies around ``fractions * E``; ``split`` cells separate two half-showers."""
+    rng = np.random.default_rng(seed)
+    e = rng.uniform(5, 95, n) if energy is None else np.full(n, float(energy))
+    z = rng.normal(size=(n, 1)) if common_noise else rng.normal(size=(n, 3))
+    e_layer = fractions * e[:, None] * np.exp(SIGMAS * z)
+    if split:
+        shape = np.concatenate([0.5 * (blob(i, split / 2) + blob(i, -split / 2)) for i in range(3)])
+    else:
+        shape = TEMPLATE
+    vox = np.concatenate([e_layer[:, [i]] * shape[None, s] for i, s in enumerate(GEO.layer_slices)], axis=1)
+    vox *= rng.uniform(0.97, 1.03, vox.shape)  # cell noise
+    return Showers(voxels=vox, geometry=GEO, incident_energy=e, source="toy")
+
+
+class StandIn:
+    """Analytic 'surrogate'.
+
+    layers: independent normals of ln(E_l) with mean ln(f_l E) and width sigma_l, i.e. a density in GeV with the
+    Jacobian prod 1/E_l; voxels: an E-independent Gaussian of each layer's normalized shape around its TEMPLATE.
+    """
+
+    energy_range = (1.0, 100.0)
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    @staticmethod
+    def layers(y: np.ndarray, energies: np.ndarray) -> np.ndarray:
+        ly = np.log(y)[:, None, :]  # (N, 1, L)
+        mu = np.log(FRACTIONS)[None, None, :] + np.log(energies)[..., None]  # (N or 1, G, 1)
+        z = (ly - mu) / SIGMAS
+        return (-0.5 * z**2 - np.log(SIGMAS * np.sqrt(2 * np.pi)) - ly).sum(axis=-1)
+
+    @staticmethod
+    def voxels(showers: Showers) -> np.ndarray:
+        e_layer = showers.layer_energies()
+        u = showers.voxels / np.concatenate(
+            [np.repeat(e_layer[:, [i]], s.stop - s.start, axis=1) for i, s in enumerate(GEO.layer_slices)], axis=1
+        )
+        return -0.5 * (((u - TEMPLATE) / (0.05 * TEMPLATE + 1e-6)) ** 2).sum(axis=1)
+
+    def log_prob(self, showers, energies, *, part="full", device=None, batch_size=None):
+        self.calls.append((part, np.shape(energies)))
+        energies = np.asarray(energies, dtype=np.float64)
+        flat = energies.ndim == 1
+        e2 = energies[:, None] if flat else energies
+        out = np.zeros((len(showers), e2.shape[1]))
+        if part in ("full", "layers"):
+            out = out + self.layers(showers.layer_energies(), e2)
+        if part in ("full", "voxels"):
+            out = out + self.voxels(showers)[:, None]
+        return out[:, 0] if flat else out
+
+
+def test_energy_scale_recovers_known_response():
+    lam, sigma, n = 0.935, 0.05, 20000
+    bkg = toy_showers(n, seed=1, common_noise=True, fractions=FRACTIONS)  # E_dep / E = lam * exp(sigma_l z)
+    # rebuild with one common log-normal factor so that E_dep/E is exactly lam * exp(sigma z)
+    rng = np.random.default_rng(2)
+    ratio = lam * np.exp(sigma * rng.normal(size=n))
+    vox = bkg.voxels / bkg.voxels.sum(axis=1, keepdims=True) * (ratio * bkg.incident_energy)[:, None]
+    bkg = Showers(voxels=vox, geometry=GEO, incident_energy=bkg.incident_energy)
+    med = EnergyScale.fit(bkg, method="median", n_bootstrap=30)
+    assert med.uncertainty == pytest.approx(1.2533 * sigma * lam / np.sqrt(n), rel=0.35)
+    assert abs(med.value - lam) < 4 * med.uncertainty
+    mode = EnergyScale.fit(bkg, method="mode", n_bootstrap=5)
+    assert mode.value == pytest.approx(lam * np.exp(-(sigma**2)), abs=0.003)  # log-normal mode
+    ratio_fit = EnergyScale.fit(bkg, method="ratio", n_bootstrap=5)
+    assert ratio_fit.value == pytest.approx(lam * np.exp(sigma**2 / 2), rel=2e-3)  # log-normal mean
+    assert med.reconstruct(np.array([lam * 50])) == pytest.approx([50 * lam / med.value])
+    with pytest.raises(InputError, match="known incident energies"):
+        EnergyScale.fit(Showers(voxels=vox, geometry=GEO))
+    with pytest.raises(InputError, match="unknown energy-scale method"):
+        EnergyScale.fit(bkg, method="mean")
+
+
+def test_nll_score_is_the_density_at_reconstructed_energy():
+    sur = StandIn()
+    showers = toy_showers(50, seed=3)
+    score = LikelihoodScore(sur, scale=0.9)
+    out = score.evaluate(showers)
+    e_rec = showers.deposited_energy() / 0.9
+    expected = StandIn.layers(showers.layer_energies(), e_rec[:, None])[:, 0] + StandIn.voxels(showers)
+    np.testing.assert_allclose(out["score"], -expected, rtol=1e-12)
+    np.testing.assert_allclose(out["e_rec"], e_rec)
+    assert sur.calls[-1] == ("full", (50,))
+    # per-part scores call the matching flow only and add up to the full score
+    layers = make_score("layers", sur, scale=0.9).evaluate(showers)["score"]
+    voxels = make_score("voxels", sur, scale=0.9).evaluate(showers)["score"]
+    np.testing.assert_allclose(layers + voxels, out["score"], rtol=1e-10)
+    np.testing.assert_allclose(voxels, -StandIn.voxels(showers))
+    # E_rec beyond the surrogate's range is evaluated at the range edge and reported unclipped
+    big = Showers(voxels=showers.voxels[:1] * 10, geometry=GEO)
+    res = score.evaluate(big)
+    assert res["e_rec"][0] > 100
+    np.testing.assert_allclose(
+        res["log_prob"], StandIn.layers(big.layer_energies(), np.array([[100.0]]))[:, 0] + StandIn.voxels(big)
+    )
+
+
+def test_nll_score_needs_a_fitted_scale():
+    sur = StandIn()
+    bkg = toy_showers(500, seed=4)
+    with pytest.raises(InputError, match="energy scale"):
+        LikelihoodScore(sur).evaluate(bkg)
+    score = LikelihoodScore(sur).fit(bkg)
+    med = np.median(bkg.deposited_energy() / bkg.incident_energy)
+    assert score.scale.value == pytest.approx(med)
+    with pytest.raises(InputError, match="unknown anomaly score"):
+        make_score("bogus", sur)
+
+
+def test_profile_score_reaches_the_analytic_maximum():
+    sur = StandIn()
+    showers = toy_showers(200, seed=5)
+    y = showers.layer_energies()
+    w = 1 / SIGMAS**2
+    log_e_star = ((np.log(y) - np.log(FRACTIONS)) * w).sum(axis=1) / w.sum()
+    e_star = np.clip(np.exp(log_e_star), 1, 100)
+    expected = StandIn.layers(y, e_star[:, None])[:, 0] + StandIn.voxels(showers)
+    out = ProfileScore(sur).evaluate(showers)
+    assert np.all(out["log_prob"] <= expected + 1e-9)  # nobody beats the true maximum
+    np.testing.assert_allclose(out["log_prob"], expected, atol=1e-4, rtol=0)
+    inside = (np.exp(log_e_star) > 1.5) & (np.exp(log_e_star) < 95)
+    np.testing.assert_allclose(out["e_hat"][inside], e_star[inside], rtol=1e-3)
+    assert not out["at_edge"][inside].any()
+    # the coarse grid alone is measurably worse: refinement matters
+    coarse = ProfileScore(sur, n_refine=0).evaluate(showers)
+    assert np.max(expected - coarse["log_prob"]) > 1e-3
+    assert sur.calls[-1] == ("full", (1, 48))
+
+
+def test_profile_at_range_edge():
+    sur = StandIn()
+    showers = toy_showers(5, seed=6, energy=400.0)  # far above the range: the maximum sits on its edge
+    out = ProfileScore(sur, part="layers").evaluate(showers)
+    np.testing.assert_allclose(out["e_hat"], 100.0, rtol=1e-9)
+    assert out["at_edge"].all()
+    np.testing.assert_allclose(out["log_prob"], StandIn.layers(showers.layer_energies(), np.full((5, 1), 100.0))[:, 0])
+
+
+def test_likelihood_scores_separate_late_showers():
+    sur = StandIn()
+    bkg_cal, bkg = toy_showers(1000, seed=7), toy_showers(2000, seed=8)
+    late = toy_showers(500, seed=9, energy=50, fractions=np.array([0.02, 0.55, 0.36]))
+    for name in ("nll", "profile", "layers"):
+        score = make_score(name, sur).fit(bkg_cal)
+        a = metrics.auc(score.evaluate(late)["score"], score.evaluate(bkg)["score"])
+        assert a > 0.95, name
+    # identical shapes: the voxel-only score cannot tell (AUC near 1/2)
+    vox = make_score("voxels", sur).fit(bkg_cal)
+    assert abs(metrics.auc(vox.evaluate(late)["score"], vox.evaluate(bkg)["score"]) - 0.5) < 0.05
+
+
+def test_shower_features_hand_computed():
+    v = np.zeros((2, GEO.n_voxels))
+    s1 = GEO.layer_slices[1]
+    x, y = GEO.layers[1].cell_centers_mm()
+    v[0, s1.start + 5 * 12 + 7] = 10.0  # one cell of layer 1
+    i, j = s1.start + 6 * 12 + 2, s1.start + 6 * 12 + 9  # two equal cells in the same row of layer 1
+    v[1, [i, j]] = 4.0
+    v[1, GEO.layer_slices[2].start] = 2.0  # and some energy in layer 2
+    feats, names = shower_features(Showers(voxels=v, geometry=GEO))
+    f = {n: feats[:, k] for k, n in enumerate(names)}
+    assert f["x_layer1"][0] == pytest.approx(x[5 * 12 + 7]) and f["y_layer1"][0] == pytest.approx(y[5 * 12 + 7])
+    assert f["width_layer1"][0] == pytest.approx(0.0, abs=1e-6)
+    assert f["depth"][0] == pytest.approx((90 + 437) / 2)
+    assert f["width_layer1"][1] == pytest.approx(abs(x[i - s1.start] - x[j - s1.start]) / 2)
+    assert f["frac_layer2"][1] == pytest.approx(0.2)
+    assert f["depth"][1] == pytest.approx(0.8 * 263.5 + 0.2 * 458.5)
+    assert f["log_edep"][1] == pytest.approx(np.log(10.0))
+    assert f["maxfrac_layer1"][1] == pytest.approx(0.5) and f["frac_layer0"][1] == 0
+
+
+def test_physics_scores():
+    bkg = toy_showers(800, seed=10)
+    late = toy_showers(300, seed=11, fractions=np.array([0.02, 0.55, 0.36]))
+    split = toy_showers(300, seed=12, split=4.0)
+    depth, width = PhysicsScore("depth"), PhysicsScore("width")
+    assert metrics.auc(depth.evaluate(late)["score"], depth.evaluate(bkg)["score"]) > 0.95
+    assert metrics.auc(width.evaluate(split)["score"], width.evaluate(bkg)["score"]) > 0.95
+    resp = PhysicsScore("response").fit(bkg)
+    low = toy_showers(300, seed=13, fractions=FRACTIONS * 0.6)  # showers losing 40% of their energy
+    assert metrics.auc(resp.evaluate(low)["score"], resp.evaluate(bkg)["score"]) > 0.9
+    with pytest.raises(InputError, match="unknown physics variable"):
+        PhysicsScore("mass")
+
+
+def test_autoencoder_flags_split_showers():
+    bkg_train, bkg = toy_showers(1500, seed=14), toy_showers(500, seed=15)
+    split = toy_showers(300, seed=16, split=4.0)
+    ae = AutoencoderScore(epochs=8, seed=0).fit(bkg_train)
+    assert len(ae.history) == 8 and ae.history[-1][1] < ae.history[0][1]  # it learned something
+    assert metrics.auc(ae.evaluate(split)["score"], ae.evaluate(bkg)["score"]) > 0.9
+    again = AutoencoderScore(epochs=8, seed=0).fit(bkg_train)
+    np.testing.assert_allclose(again.evaluate(bkg[:20])["score"], ae.evaluate(bkg[:20])["score"], rtol=1e-5)
+    with pytest.raises(InputError, match="not trained"):
+        AutoencoderScore().evaluate(bkg)
+
+
+def test_supervised_classifier():
+    bkg_train, bkg = toy_showers(1000, seed=17), toy_showers(1000, seed=18)
+    sig_train, sig = (toy_showers(300, seed=s, split=2.0, energy=50) for s in (19, 20))
+    clf = SupervisedClassifier(seed=0).fit(sig_train, bkg_train)
+    out = clf.evaluate(sig)
+    assert metrics.auc(out["score"], clf.evaluate(bkg)["score"]) > 0.95
+    np.testing.assert_allclose(out["score"], np.log(out["probability"] / (1 - out["probability"])), rtol=1e-6)
+    with pytest.raises(InputError, match="not trained"):
+        SupervisedClassifier().evaluate(bkg)
