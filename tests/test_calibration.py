@@ -1,0 +1,210 @@
+"""Calibration: interval logic on likelihoods with closed-form answers, status flags, coverage, metrics, baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import lambertw
+
+from calinfer.calibration import Calibrator, Status, describe_status
+from calinfer.calibration.metrics import coverage, half_width, kde_mode, pulls, ratio_summary, sigma_vs_spread
+from calinfer.calibration.regression import train_regressor
+from calinfer.errors import InputError
+
+
+class GaussianModel:
+    """x ~ N(E, sigma): E_mle = x, MINOS interval exactly [x - sigma, x + sigma]."""
+
+    def __init__(self, sigma: float) -> None:
+        self.sigma = sigma
+        self.calls = 0
+
+    def log_prob_layers(self, x: np.ndarray, energies: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return -0.5 * ((x[:, :1] - energies) / self.sigma) ** 2
+
+
+class PoissonModel:
+    """n ~ Poisson(k E): E_mle = n / k; the edges solve k E - n ln(k E) - (n - n ln n) = 1/2."""
+
+    def __init__(self, k: float) -> None:
+        self.k = k
+
+    def log_prob_layers(self, x: np.ndarray, energies: np.ndarray) -> np.ndarray:
+        mu = self.k * energies
+        return x[:, :1] * np.log(mu) - mu
+
+
+class ResolutionModel:
+    """x ~ N(E, a sqrt(E)): a calorimeter-like likelihood whose width grows with E (toy for coverage)."""
+
+    def __init__(self, a: float) -> None:
+        self.a = a
+
+    def log_prob_layers(self, x: np.ndarray, energies: np.ndarray) -> np.ndarray:
+        var = self.a**2 * energies
+        return -0.5 * (x[:, :1] - energies) ** 2 / var - 0.5 * np.log(2 * np.pi * var)
+
+    def sample(self, energy: float, n: int, seed: int) -> np.ndarray:
+        return np.random.default_rng(seed).normal(energy, self.a * np.sqrt(energy), size=(n, 1))
+
+
+class BimodalModel:
+    """Mixture of two narrow Gaussians at x and x + gap: two separated maxima of the likelihood."""
+
+    def __init__(self, sigma: float, gap: float, weight: float) -> None:
+        self.sigma, self.gap, self.weight = sigma, gap, weight
+
+    def log_prob_layers(self, x: np.ndarray, energies: np.ndarray) -> np.ndarray:
+        g1 = np.exp(-0.5 * ((x[:, :1] - energies) / self.sigma) ** 2)
+        g2 = np.exp(-0.5 * ((x[:, :1] + self.gap - energies) / self.sigma) ** 2)
+        return np.log(g1 + self.weight * g2 + 1e-300)
+
+
+def test_gaussian_closed_form() -> None:
+    x = np.random.default_rng(1).uniform(5, 90, size=(500, 1))
+    res = Calibrator(GaussianModel(2.0)).fit(x)
+    assert np.all(res.status == Status.CONVERGED)
+    # MIGRAD stops at EDM ~ 1e-6: the minimum is known to ~1e-3 sigma, the crossings much better
+    np.testing.assert_allclose(res.e_mle, x[:, 0], rtol=0, atol=2e-3 * 2.0)
+    np.testing.assert_allclose(res.e_lo, x[:, 0] - 2.0, rtol=1e-4)
+    np.testing.assert_allclose(res.e_hi, x[:, 0] + 2.0, rtol=1e-4)
+    np.testing.assert_allclose(res.nll, 0.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("n", [3, 20, 400])
+def test_poisson_minos_closed_form(n: int) -> None:
+    k = 10.0
+    res = Calibrator(PoissonModel(k), energy_range=(0.01, 1000.0)).fit(np.full((1, 1), float(n)))
+    c = -np.exp(-(1 + 0.5 / n))
+    lo, hi = -n * lambertw(c, 0).real / k, -n * lambertw(c, -1).real / k
+    assert res.status[0] == Status.CONVERGED
+    assert res.e_mle[0] == pytest.approx(n / k, abs=1e-3 * np.sqrt(n) / k)  # 1e-3 sigma
+    assert res.e_lo[0] == pytest.approx(lo, rel=1e-4)
+    assert res.e_hi[0] == pytest.approx(hi, rel=1e-4)
+    assert res.e_hi[0] - res.e_mle[0] > res.e_mle[0] - res.e_lo[0]  # Poisson intervals are asymmetric
+
+
+def test_refinement_resolves_narrow_likelihood() -> None:
+    # 0.02 GeV wide at 50 GeV: far narrower than the coarse grid step (~12%) -> refinement rounds needed
+    x = np.array([[50.0], [7.3]])
+    res = Calibrator(GaussianModel(0.02)).fit(x)
+    np.testing.assert_allclose(res.e_lo, x[:, 0] - 0.02, rtol=2e-5)
+    np.testing.assert_allclose(res.e_hi, x[:, 0] + 0.02, rtol=2e-5)
+
+
+def test_status_flags_at_range_edges() -> None:
+    cal = Calibrator(GaussianModel(2.0), energy_range=(10.0, 60.0))
+    x = np.array([[5.0], [10.5], [59.0], [75.0], [30.0]])
+    res = cal.fit(x)
+    names = [describe_status(s) for s in res.status]
+    # minimum below the range: at the lower edge, interval open below, closed above where nll rises by 0.5
+    assert names[0] == "CONVERGED|AT_BOUNDARY|OPEN_LOW"
+    assert res.e_mle[0] == pytest.approx(10.0) and res.e_lo[0] == pytest.approx(10.0)
+    assert res.e_hi[0] == pytest.approx(5.0 + np.sqrt(25.0 + 4.0), rel=1e-4)
+    # minimum inside, but closer than sigma to an edge: open on that side only
+    assert names[1] == "CONVERGED|OPEN_LOW" and res.e_mle[1] == pytest.approx(10.5, rel=1e-4)
+    assert res.e_hi[1] == pytest.approx(12.5, rel=1e-4)
+    assert names[2] == "CONVERGED|OPEN_HIGH" and res.e_lo[2] == pytest.approx(57.0, rel=1e-4)
+    assert res.e_hi[2] == 60.0
+    assert names[3] == "CONVERGED|AT_BOUNDARY|OPEN_HIGH" and res.e_mle[3] == pytest.approx(60.0)
+    assert names[4] == "CONVERGED"
+    assert describe_status(0) == "FAILED"
+
+
+def test_multimodal_flag() -> None:
+    x = np.array([[20.0]])
+    bimodal = Calibrator(BimodalModel(sigma=1.0, gap=30.0, weight=0.5)).fit(x)
+    assert bimodal.has(Status.MULTIMODAL)[0]
+    assert bimodal.e_mle[0] == pytest.approx(20.0, rel=1e-3)  # the higher peak wins
+    weak = Calibrator(BimodalModel(sigma=1.0, gap=30.0, weight=1e-4)).fit(x)  # second peak 9 units below
+    assert not weak.has(Status.MULTIMODAL)[0]
+    assert not Calibrator(GaussianModel(3.0)).fit(x).has(Status.MULTIMODAL)[0]
+
+
+def test_coverage_on_toy_model() -> None:
+    model = ResolutionModel(a=0.5)
+    cal = Calibrator(model, energy_range=(1.0, 200.0))
+    for energy, seed in ((10.0, 1), (50.0, 2)):
+        res = cal.fit(model.sample(energy, 2000, seed))
+        p, err = coverage(res.e_lo, res.e_hi, np.full(2000, energy))
+        assert abs(p - 0.6827) < 3 * err, (energy, p, err)
+        pull = pulls(res.e_mle, res.e_lo, res.e_hi, np.full(2000, energy))
+        assert np.mean(np.abs(pull) < 1) == pytest.approx(p)  # |pull| < 1 exactly when the interval covers
+        ratio = sigma_vs_spread(res.e_mle, res.e_lo, res.e_hi)["ratio"]
+        assert ratio == pytest.approx(1.0, abs=0.08)
+
+
+def test_fit_matches_direct_minuit() -> None:
+    model = ResolutionModel(a=0.5)
+    x = np.concatenate([model.sample(e, 5, seed=3) for e in (3.0, 20.0, 80.0)])
+    cal = Calibrator(model)
+    fast, direct = cal.fit(x), cal.fit_direct(x)
+    np.testing.assert_allclose(fast.e_mle, direct.e_mle, rtol=1e-3)
+    np.testing.assert_allclose(fast.e_lo, direct.e_lo, rtol=1e-3)
+    np.testing.assert_allclose(fast.e_hi, direct.e_hi, rtol=1e-3)
+    np.testing.assert_array_equal(fast.status, direct.status)
+
+
+def test_batches_do_not_change_results_and_progress_counts() -> None:
+    model = GaussianModel(1.5)
+    x = np.random.default_rng(4).uniform(2, 95, size=(300, 1))
+    done: list[int] = []
+    small = Calibrator(model, batch_size=64).fit(x, progress=done.append)
+    assert sum(done) == 300 and len(done) == 5
+    big = Calibrator(model, batch_size=1000).fit(x)
+    np.testing.assert_allclose(small.e_mle, big.e_mle, rtol=1e-10)
+    assert small[10:20].e_lo.shape == (10,)
+
+
+def test_invalid_inputs() -> None:
+    with pytest.raises(InputError, match="likelihood"):
+        Calibrator(GaussianModel(1.0), likelihood="voxels")
+    with pytest.raises(InputError, match="energy range"):
+        Calibrator(GaussianModel(1.0), energy_range=(10.0, 5.0))
+    with pytest.raises(InputError, match="NaN"):
+        Calibrator(GaussianModel(1.0)).fit(np.array([[1.0], [np.nan]]))
+
+
+def test_kde_mode_and_half_width() -> None:
+    rng = np.random.default_rng(5)
+    values = rng.normal(1.0, 0.1, size=2000)
+    mode, spread = kde_mode(values, seed=1)
+    assert abs(mode - 1.0) < 0.02 and 0 < spread < 0.02
+    assert half_width(values, 1.0) == pytest.approx(0.1, rel=0.05)
+    # a skewed distribution: the mode is not the mean
+    skewed = rng.gamma(4.0, 0.25, size=5000)  # mode (k - 1) theta = 0.75, mean 1.0
+    assert kde_mode(skewed, seed=2)[0] == pytest.approx(0.75, abs=0.04)
+    summary = ratio_summary(1.02 * rng.normal(10.0, 1.0, size=3000), np.full(3000, 10.0), seed=3)
+    assert summary["mode"] == pytest.approx(1.02, abs=0.015)
+    assert summary["resolution"] == pytest.approx(0.1, rel=0.08)
+
+
+def test_coverage_binomial_error() -> None:
+    p, err = coverage(np.zeros(4), np.ones(4), np.array([0.5, 2.0, 0.1, 0.9]))
+    assert p == 0.75 and err == pytest.approx(np.sqrt(0.75 * 0.25 / 4))
+
+
+def test_regression_depends_on_prior() -> None:
+    rng = np.random.default_rng(6)
+
+    def toy(energies: np.ndarray) -> np.ndarray:  # 30% resolution, energy shared among 3 layers
+        total = energies * (1 + 0.3 * rng.standard_normal(len(energies)))
+        frac = rng.dirichlet([4.0, 10.0, 2.0], size=len(energies))
+        return np.clip(total[:, None] * frac, 0, None)
+
+    e_uni = rng.uniform(1, 100, size=3000)
+    e_log = np.exp(rng.uniform(0, np.log(100), size=3000))
+    reg_uni = train_regressor(toy(e_uni), e_uni, epochs=20, seed=0)
+    reg_log = train_regressor(toy(e_log), e_log, epochs=20, seed=0)
+    test = toy(np.full(2000, 10.0))
+    pred_uni, pred_log = np.median(reg_uni.predict(test)), np.median(reg_log.predict(test))
+    # MSE -> posterior mean: the uniform prior (most mass far above 10 GeV) pulls the prediction up;
+    # the log-uniform prior much less
+    assert pred_uni > 11.5
+    assert pred_log == pytest.approx(10.0, rel=0.08)
+    small_x, small_e = toy(e_uni[:500]), e_uni[:500]
+    first = train_regressor(small_x, small_e, epochs=3, seed=1).predict(test)
+    np.testing.assert_array_equal(first, train_regressor(small_x, small_e, epochs=3, seed=1).predict(test))
+    with pytest.raises(InputError, match="true incident energies"):
+        train_regressor(small_x)
