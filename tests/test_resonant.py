@@ -11,9 +11,12 @@ from scipy.stats import ks_2samp
 from sklearn.metrics import roc_auc_score
 
 from calinfer.errors import InputError, ModelError
+from calinfer.metrics import auc
 from calinfer.resonant.bumphunt import DijetFunction, bump_hunt, global_significance
 from calinfer.resonant.classifier import EnsembleMLP, kfold_scores
 from calinfer.resonant.density import ConditionalFlow
+from calinfer.resonant.injection import inject_signal, n_signal_for
+from calinfer.resonant.methods import Anode, Cathode, CWoLa, IdealizedAD, Supervised
 from calinfer.resonant.preprocessing import LogitScaler
 from calinfer.resonant.sampler import MassSampler, generate_background
 from calinfer.resonant.significance import background_after_cut, cowan_significance, pull
@@ -239,3 +242,83 @@ def test_look_elsewhere_toys_reduce_the_significance():
     assert g["z_local_max"] > 3
     assert len(g["toy_max_z"]) == 15 and np.all(np.isfinite(g["toy_max_z"]))
     assert 0 < g["p_global"] <= 1 and g["z_global"] < g["z_local_max"]
+
+
+# ---------------------------------------------------------------- methods end to end
+
+
+def _toy_dijets(n_bkg: int, n_sig: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Falling m_jj with features correlated with it, plus a signal at 3.5 TeV in a corner of feature space."""
+    rng = np.random.default_rng(seed)
+    m = 3.0 + rng.exponential(0.35, n_bkg)
+    x = np.stack([0.1 + 0.05 * (m - 3) + 0.04 * rng.normal(size=n_bkg), rng.beta(3, 3, n_bkg)], axis=1)
+    ms = rng.normal(3.5, 0.04, n_sig)
+    xs = np.stack([rng.normal(0.22, 0.01, n_sig), rng.beta(2, 8, n_sig)], axis=1)
+    return np.r_[m, ms], np.r_[x, xs], np.r_[np.zeros(n_bkg), np.ones(n_sig)]
+
+
+@pytest.fixture(scope="module")
+def toy_cathode():
+    torch.set_num_threads(1)
+    m, x, label = _toy_dijets(8000, 200, seed=20)
+    window = SignalRegion(3.3, 3.7, 3.0, 4.4)
+    keep = window.in_range(m)
+    m, x, label = m[keep], x[keep], label[keep]
+
+    def flow(s):
+        return ConditionalFlow(epochs=6, n_transforms=2, hidden=32, n_best_epochs=2, seed=s)
+
+    def clf(s):
+        return EnsembleMLP(epochs=6, n_best_epochs=2, hidden=(32, 32), seed=s)
+
+    cathode = Cathode(window, n_flows=2, oversample=3, flow=flow, classifier=clf, n_folds=3, seed=21).fit(m, x)
+    return cathode, m, x, label, window, clf, flow
+
+
+def test_cathode_finds_the_signal_and_estimates_the_background(toy_cathode):
+    cathode, _, _, label, _, _, _ = toy_cathode
+    sr_label = label[cathode.sr_mask_]
+    assert len(cathode.scores_) == cathode.sr_mask_.sum()
+    assert auc(cathode.scores_[sr_label == 1], cathode.scores_[sr_label == 0]) > 0.8
+    assert len(cathode.reference_scores_) == 2 * round(3 * cathode.sr_mask_.sum())
+    n_bkg_sr = float(np.sum(sr_label == 0))
+    cut = cathode.cut(0.2, n_sr=n_bkg_sr)
+    true_pass = np.sum((cathode.scores_ >= cut.threshold) & (sr_label == 0))
+    assert cut.estimate.b == pytest.approx(0.2 * n_bkg_sr, rel=0.01)
+    assert abs(true_pass - cut.estimate.b) < 3 * np.sqrt(cut.estimate.b + cut.estimate.sigma**2)
+    assert cut.estimate.sigma_ensemble > 0 and cut.n_observed > true_pass
+    with pytest.raises(InputError):
+        cathode.cut(0.0, n_sr=n_bkg_sr)
+
+
+def test_baselines_score_only_the_signal_region(toy_cathode):
+    cathode, m, x, label, window, clf, flow = toy_cathode
+    sr = window.in_sr(m)
+    mb, xb, _ = _toy_dijets(8000, 0, seed=22)
+    ideal = IdealizedAD(window, classifier=clf, n_folds=3).fit(m, x, xb[window.in_sr(mb)])
+    cwola = CWoLa(window, classifier=clf, n_folds=3).fit(m, x)
+    anode = Anode(window, flow=flow, n_folds=2).fit(m, x, background_flow=cathode.flows_[0])
+    sig, bkg = label[sr] == 1, label[sr] == 0
+    for method in (ideal, cwola, anode):
+        assert len(method.scores_) == sr.sum() and np.all(np.isfinite(method.scores_))
+    assert auc(ideal.scores_[sig], ideal.scores_[bkg]) > 0.8
+    assert auc(anode.scores_[sig], anode.scores_[bkg]) > 0.7
+    sup = Supervised(window, classifier=clf, n_folds=3).fit(x[sr][sig], x[sr][bkg])
+    assert auc(sup.scores_, sup.reference_scores_) > 0.95
+
+
+def test_signal_injection_sets_s_over_b_in_the_signal_region():
+    import pandas as pd
+
+    rng = np.random.default_rng(23)
+    window = SignalRegion(3.3, 3.7)
+    bkg = pd.DataFrame({"mjj": 3.0 + rng.exponential(0.4, 20000), "f": rng.normal(size=20000)})
+    sig = pd.DataFrame({"mjj": rng.normal(3.5, 0.15, 3000), "f": rng.normal(2, 1, 3000)})
+    n = n_signal_for(0.05, bkg["mjj"].to_numpy(), sig["mjj"].to_numpy(), window)
+    mixed = inject_signal(bkg, sig, n, seed=24)
+    in_sr = window.in_sr(mixed["mjj"].to_numpy())
+    s, b = np.sum(in_sr & (mixed["label"] == 1)), np.sum(in_sr & (mixed["label"] == 0))
+    assert len(mixed) == 20000 + n and s / b == pytest.approx(0.05, rel=0.2)
+    assert n_signal_for(0.0, bkg["mjj"].to_numpy(), sig["mjj"].to_numpy(), window) == 0
+    with pytest.raises(InputError):
+        inject_signal(bkg, sig, 5000)

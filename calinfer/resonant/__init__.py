@@ -5,27 +5,37 @@ from __future__ import annotations
 from calinfer.resonant.bumphunt import BumpHuntResult, DijetFunction, bump_hunt, global_significance, scan
 from calinfer.resonant.classifier import EnsembleMLP, KFoldScores, kfold_scores
 from calinfer.resonant.density import ConditionalFlow
+from calinfer.resonant.injection import inject_signal, n_signal_for
+from calinfer.resonant.methods import Anode, Cathode, CutResult, CWoLa, IdealizedAD, Supervised
 from calinfer.resonant.preprocessing import LogitScaler
 from calinfer.resonant.sampler import MassSampler, generate_background
 from calinfer.resonant.significance import BackgroundEstimate, background_after_cut, cowan_significance, pull
 from calinfer.resonant.windows import SignalRegion, sliding_windows
 
 __all__ = [
+    "Anode",
     "BackgroundEstimate",
     "BumpHuntResult",
+    "CWoLa",
+    "Cathode",
     "ConditionalFlow",
+    "CutResult",
     "DijetFunction",
     "EnsembleMLP",
+    "IdealizedAD",
     "KFoldScores",
     "LogitScaler",
     "MassSampler",
     "SignalRegion",
+    "Supervised",
     "background_after_cut",
     "bump_hunt",
     "cowan_significance",
     "generate_background",
     "global_significance",
+    "inject_signal",
     "kfold_scores",
+    "n_signal_for",
     "pull",
     "scan",
     "sliding_windows",

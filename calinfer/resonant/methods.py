@@ -1,0 +1,252 @@
+"""Anomaly scores for the signal region: CATHODE and the baselines it is compared with.
+
+Every method scores the signal-region events out of fold (:func:`~calinfer.resonant.classifier.kfold_scores`,
+or k-fold density estimation for ANODE), so no event is scored by a model trained on it.
+
+* :class:`Cathode`: conditional flows trained on the sidebands, interpolated into the signal region with
+  masses from a KDE (:class:`~calinfer.resonant.sampler.MassSampler`), oversampled; a classifier separates
+  signal-region data from the generated background. An ensemble of ``n_flows`` independently trained flows
+  yields the spread used in the background uncertainty.
+* :class:`IdealizedAD`: the same classifier against a sample of true background in the signal region.
+* :class:`CWoLa`: signal-region data against sideband data (classification without labels).
+* :class:`Anode`: the density ratio ``log p_data(x|m) - log p_bkg(x|m)`` with a second flow on signal-region data.
+* :class:`Supervised`: signal against background with truth labels (upper bound).
+
+Masses ``mjj`` in TeV, features ``x`` of shape ``(N, D)``; higher scores are more anomalous.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from calinfer.errors import InputError, ModelError
+from calinfer.resonant.classifier import EnsembleMLP, kfold_scores
+from calinfer.resonant.density import ConditionalFlow
+from calinfer.resonant.sampler import MassSampler
+from calinfer.resonant.significance import BackgroundEstimate, background_after_cut
+from calinfer.resonant.windows import SignalRegion
+
+__all__ = ["Anode", "CWoLa", "Cathode", "CutResult", "IdealizedAD", "Supervised"]
+
+ClassifierFactory = Callable[[int], object]
+
+
+def default_classifier(seed: int) -> EnsembleMLP:
+    """The default weakly supervised classifier (:class:`EnsembleMLP` with its defaults)."""
+    return EnsembleMLP(seed=seed)
+
+
+def _check(mjj: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mjj = np.asarray(mjj, dtype=np.float64).reshape(-1)
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or len(x) != len(mjj):
+        raise InputError(f"need mjj (N,) and x (N, D), got {mjj.shape} and {x.shape}")
+    return mjj, x
+
+
+def _seeds(seed: int, n: int) -> list[int]:
+    return [int(s) for s in np.random.default_rng(seed).integers(0, 2**31, size=n)]
+
+
+@dataclass(frozen=True)
+class CutResult:
+    """A cut on the CATHODE score and its background estimate."""
+
+    threshold: float
+    background_efficiency: float
+    n_observed: int
+    estimate: BackgroundEstimate
+
+    @property
+    def significance(self) -> float:
+        return self.estimate.significance(self.n_observed)
+
+    def to_dict(self) -> dict:
+        return {
+            "threshold": self.threshold,
+            "background_efficiency": self.background_efficiency,
+            "n_observed": self.n_observed,
+            "significance": self.significance,
+            "significance_without_ensemble": self.estimate.significance(self.n_observed, include_ensemble=False),
+            **{f"background_{k}": v for k, v in self.estimate.to_dict().items()},
+        }
+
+
+class _ClassifierMethod:
+    def __init__(
+        self,
+        window: SignalRegion,
+        *,
+        classifier: ClassifierFactory = default_classifier,
+        n_folds: int = 5,
+        seed: int = 0,
+    ) -> None:
+        self.window = window
+        self.classifier = classifier
+        self.n_folds = n_folds
+        self.seed = seed
+        self.scores_: np.ndarray | None = None
+
+    def _scored(self) -> np.ndarray:
+        if self.scores_ is None:
+            raise ModelError(f"{type(self).__name__} is not fitted; call fit() first")
+        return self.scores_
+
+
+class Cathode(_ClassifierMethod):
+    """CATHODE (arXiv:2109.00546); after :meth:`fit`: ``scores_`` of the signal-region events (``sr_mask_``),
+    ``reference_scores_`` of the generated background and ``reference_member_`` (which flow made each)."""
+
+    def __init__(
+        self,
+        window: SignalRegion,
+        *,
+        n_flows: int = 1,
+        oversample: float = 4.0,
+        flow: Callable[[int], ConditionalFlow] | None = None,
+        classifier: ClassifierFactory = default_classifier,
+        n_folds: int = 5,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> None:
+        super().__init__(window, classifier=classifier, n_folds=n_folds, seed=seed)
+        self.n_flows = n_flows
+        self.oversample = oversample
+        self.flow = flow if flow is not None else (lambda s: ConditionalFlow(seed=s))
+        self.progress = progress
+
+    def fit(self, mjj: np.ndarray, x: np.ndarray) -> Cathode:
+        """Train the flows on the sideband events, generate background and score the signal region."""
+        mjj, x = _check(mjj, x)
+        sb, sr = self.window.in_sidebands(mjj), self.window.in_sr(mjj)
+        if sb.sum() < 100 or sr.sum() < 2 * self.n_folds:
+            raise InputError(f"too few events: {int(sb.sum())} in the sidebands, {int(sr.sum())} in the signal region")
+        seeds = _seeds(self.seed, 2 * self.n_flows + 2)
+        self.flows_ = [self.flow(seeds[i]).fit(x[sb], mjj[sb], progress=self.progress) for i in range(self.n_flows)]
+        self.masses_ = MassSampler(self.window.low, self.window.high).fit(mjj[sr])
+        n_gen = round(self.oversample * sr.sum())
+        gen_x, member = [], []
+        for i, f in enumerate(self.flows_):
+            m = self.masses_.sample(n_gen, seed=seeds[self.n_flows + i])
+            gen_x.append(f.sample(m, seed=seeds[self.n_flows + i] + 1))
+            member.append(np.full(n_gen, i))
+        self.reference_x_ = np.concatenate(gen_x)
+        self.reference_member_ = np.concatenate(member)
+        self.sr_mask_ = sr
+        fold_seeds = _seeds(seeds[-1], self.n_folds)
+        res = kfold_scores(
+            lambda k: self.classifier(fold_seeds[k]),
+            x[sr],
+            self.reference_x_,
+            n_folds=self.n_folds,
+            seed=seeds[-2],
+            progress=self.progress,
+        )
+        self.scores_, self.reference_scores_ = res.scores_data, res.scores_reference
+        return self
+
+    def cut(self, background_efficiency: float, n_sr: float, n_sr_sigma: float = 0.0) -> CutResult:
+        """Cut keeping ``background_efficiency`` of the generated background; estimate B and count the data.
+
+        ``n_sr +- n_sr_sigma``: expected background in the signal region before the cut (e.g. from
+        :func:`~calinfer.resonant.bumphunt.bump_hunt` on the uncut spectrum).
+        """
+        scores = self._scored()
+        if not 0 < background_efficiency <= 1:
+            raise InputError(f"background_efficiency must be in (0, 1], got {background_efficiency}")
+        threshold = float(np.quantile(self.reference_scores_, 1 - background_efficiency))
+        passing = self.reference_scores_ >= threshold
+        fractions = [passing[self.reference_member_ == i].mean() for i in range(self.n_flows)]
+        sizes = [np.sum(self.reference_member_ == i) for i in range(self.n_flows)]
+        estimate = background_after_cut(fractions, sizes, n_sr, n_sr_sigma)
+        return CutResult(threshold, background_efficiency, int(np.sum(scores >= threshold)), estimate)
+
+
+class IdealizedAD(_ClassifierMethod):
+    """Signal-region data against a sample of true signal-region background (the reference ``x_background``)."""
+
+    def fit(self, mjj: np.ndarray, x: np.ndarray, x_background: np.ndarray) -> IdealizedAD:
+        mjj, x = _check(mjj, x)
+        self.sr_mask_ = self.window.in_sr(mjj)
+        fold_seeds = _seeds(self.seed, self.n_folds + 1)
+        res = kfold_scores(
+            lambda k: self.classifier(fold_seeds[k]),
+            x[self.sr_mask_],
+            x_background,
+            n_folds=self.n_folds,
+            seed=fold_seeds[-1],
+        )
+        self.scores_, self.reference_scores_ = res.scores_data, res.scores_reference
+        return self
+
+
+class CWoLa(_ClassifierMethod):
+    """Signal-region data (label 1) against sideband data (label 0)."""
+
+    def fit(self, mjj: np.ndarray, x: np.ndarray) -> CWoLa:
+        mjj, x = _check(mjj, x)
+        self.sr_mask_ = self.window.in_sr(mjj)
+        sb = self.window.in_sidebands(mjj)
+        fold_seeds = _seeds(self.seed, self.n_folds + 1)
+        res = kfold_scores(
+            lambda k: self.classifier(fold_seeds[k]), x[self.sr_mask_], x[sb], n_folds=self.n_folds, seed=fold_seeds[-1]
+        )
+        self.scores_ = res.scores_data
+        return self
+
+
+class Supervised(_ClassifierMethod):
+    """Signal (label 1) against background (label 0) with truth labels; scores both out of fold."""
+
+    def fit(self, x_signal: np.ndarray, x_background: np.ndarray) -> Supervised:
+        fold_seeds = _seeds(self.seed, self.n_folds + 1)
+        res = kfold_scores(
+            lambda k: self.classifier(fold_seeds[k]), x_signal, x_background, n_folds=self.n_folds, seed=fold_seeds[-1]
+        )
+        self.scores_, self.reference_scores_ = res.scores_data, res.scores_reference
+        return self
+
+
+class Anode:
+    """ANODE (arXiv:2001.04990): ``log p_data(x|m) - log p_bkg(x|m)`` in the signal region.
+
+    ``p_bkg`` is a flow trained on the sidebands (or the first flow of a fitted :class:`Cathode`);
+    ``p_data`` is estimated with ``n_folds`` flows on the signal-region data, each scoring only the fold
+    it did not see. Infinite ratios (events outside a flow's support) are clipped to +-50.
+    """
+
+    def __init__(
+        self,
+        window: SignalRegion,
+        *,
+        flow: Callable[[int], ConditionalFlow] | None = None,
+        n_folds: int = 5,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> None:
+        self.window = window
+        self.flow = flow if flow is not None else (lambda s: ConditionalFlow(seed=s))
+        self.n_folds = n_folds
+        self.seed = seed
+        self.progress = progress
+        self.scores_: np.ndarray | None = None
+
+    def fit(self, mjj: np.ndarray, x: np.ndarray, background_flow: ConditionalFlow | None = None) -> Anode:
+        mjj, x = _check(mjj, x)
+        sr, sb = self.window.in_sr(mjj), self.window.in_sidebands(mjj)
+        seeds = _seeds(self.seed, self.n_folds + 2)
+        self.background_flow_ = background_flow or self.flow(seeds[-1]).fit(x[sb], mjj[sb], progress=self.progress)
+        xs, ms = x[sr], mjj[sr]
+        folds = np.random.default_rng(seeds[-2]).permutation(np.arange(len(xs)) % self.n_folds)
+        log_data = np.empty(len(xs))
+        for k in range(self.n_folds):
+            f = self.flow(seeds[k]).fit(xs[folds != k], ms[folds != k], progress=self.progress)
+            log_data[folds == k] = f.log_prob(xs[folds == k], ms[folds == k])
+        with np.errstate(invalid="ignore"):  # -inf - -inf for events outside both supports -> nan -> 0
+            ratio = log_data - self.background_flow_.log_prob(xs, ms)
+        self.sr_mask_ = sr
+        self.scores_ = np.clip(np.nan_to_num(ratio, nan=0.0, posinf=50.0, neginf=-50.0), -50.0, 50.0)
+        return self
