@@ -1,0 +1,26 @@
+"""Built-in fast simulation of electromagnetic showers in sampling calorimeters (calinfer's default data).
+
+The simulator is a vectorised Grindhammer-Peters (GFlash-style) parameterisation, see
+:mod:`calinfer.simulation.em` for the physics and the energy scale, :mod:`calinfer.simulation.materials`
+for the effective medium and :mod:`calinfer.simulation.chi` for the anomalous two-photon showers.
+Nothing else in calinfer depends on it: showers from Geant4 files are used through :mod:`calinfer.io`.
+"""
+
+from __future__ import annotations
+
+from calinfer.simulation.em import CALOCHALLENGE_ENERGIES, EMShowerModel, draw_energies
+from calinfer.simulation.materials import CALOGAN_STACK, LEAD, LIQUID_ARGON, Material, SamplingStack
+from calinfer.simulation.single import PARTICLES, simulate_showers
+
+__all__ = [
+    "CALOCHALLENGE_ENERGIES",
+    "CALOGAN_STACK",
+    "LEAD",
+    "LIQUID_ARGON",
+    "PARTICLES",
+    "EMShowerModel",
+    "Material",
+    "SamplingStack",
+    "draw_energies",
+    "simulate_showers",
+]
