@@ -123,7 +123,7 @@ def toy_flow():
     rng = np.random.default_rng(3)
     m = rng.uniform(3.0, 4.0, 3000)
     x = np.stack([0.2 + 0.1 * (m - 3.5) + 0.03 * rng.normal(size=3000), rng.beta(2, 5, 3000)], axis=1)
-    flow = ConditionalFlow(epochs=12, n_transforms=2, hidden=32, n_best_epochs=3, seed=1).fit(x, m)
+    flow = ConditionalFlow(epochs=12, n_transforms=2, hidden=32, n_best_epochs=3, batch_size=256, seed=1).fit(x, m)
     return flow
 
 
@@ -266,7 +266,7 @@ def toy_cathode():
     m, x, label = m[keep], x[keep], label[keep]
 
     def flow(s):
-        return ConditionalFlow(epochs=6, n_transforms=2, hidden=32, n_best_epochs=2, seed=s)
+        return ConditionalFlow(epochs=6, n_transforms=2, hidden=32, n_best_epochs=2, batch_size=256, seed=s)
 
     def clf(s):
         return EnsembleMLP(epochs=6, n_best_epochs=2, hidden=(32, 32), seed=s)

@@ -56,7 +56,7 @@ class ConditionalFlow:
         n_bins: int = 8,
         tail_bound: float = 4.0,
         epochs: int = 50,
-        batch_size: int = 256,
+        batch_size: int = 1024,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         val_fraction: float = 0.2,

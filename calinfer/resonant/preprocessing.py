@@ -78,12 +78,12 @@ class LogitScaler:
 
     def transform(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """numpy version of :meth:`transform_torch` (float64)."""
-        z, logdet = self.transform_torch(torch.as_tensor(np.asarray(x, dtype=np.float64)))
+        z, logdet = self.transform_torch(torch.tensor(np.asarray(x, dtype=np.float64)))
         return z.numpy(), logdet.numpy()
 
     def inverse(self, z: np.ndarray) -> np.ndarray:
         """numpy version of :meth:`inverse_torch` (float64)."""
-        return self.inverse_torch(torch.as_tensor(np.asarray(z, dtype=np.float64))).numpy()
+        return self.inverse_torch(torch.tensor(np.asarray(z, dtype=np.float64))).numpy()
 
     def _params(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return self.lo_, self.hi_, self.mu_, self.sigma_  # type: ignore[return-value]
