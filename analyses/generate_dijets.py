@@ -186,6 +186,7 @@ def write_chunk(path: Path, df: pd.DataFrame, metadata: dict) -> None:
         with pd.HDFStore(tmp, mode="w", complevel=5, complib="zlib") as store:
             store.put("df", df, format="fixed", track_times=False)
             store.get_storer("df").attrs.calinfer_metadata = json.dumps(metadata)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -196,6 +197,7 @@ def write_json(path: Path, obj: dict) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".json.tmp", dir=path.parent)
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 

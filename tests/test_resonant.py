@@ -276,7 +276,7 @@ def toy_cathode():
 
 
 def test_cathode_finds_the_signal_and_estimates_the_background(toy_cathode):
-    cathode, _, _, label, _, _, _ = toy_cathode
+    cathode, m, x, label, window, _, _ = toy_cathode
     sr_label = label[cathode.sr_mask_]
     assert len(cathode.scores_) == cathode.sr_mask_.sum()
     assert auc(cathode.scores_[sr_label == 1], cathode.scores_[sr_label == 0]) > 0.8
@@ -289,6 +289,8 @@ def test_cathode_finds_the_signal_and_estimates_the_background(toy_cathode):
     assert cut.estimate.sigma_ensemble > 0 and cut.n_observed > true_pass
     with pytest.raises(InputError):
         cathode.cut(0.0, n_sr=n_bkg_sr)
+    side = cathode.score_outside(x[window.in_sidebands(m)])
+    assert len(side) == window.in_sidebands(m).sum() and np.all((side >= 0) & (side <= 1))
 
 
 def test_baselines_score_only_the_signal_region(toy_cathode):

@@ -140,12 +140,22 @@ class EnsembleMLP:
 
 @dataclass
 class KFoldScores:
-    """Out-of-fold scores: ``scores_*`` from the classifier of the fold each event was held out in."""
+    """Out-of-fold scores: ``scores_*`` from the classifier of the fold each event was held out in.
+
+    ``models`` are the fold classifiers; :meth:`score_unseen` averages them on events that none of them
+    was trained on (e.g. sideband events when the classifiers were trained in the signal region).
+    """
 
     scores_data: np.ndarray
     scores_reference: np.ndarray
     fold_data: np.ndarray
     fold_reference: np.ndarray
+    models: list
+
+    def score_unseen(self, x: np.ndarray) -> np.ndarray:
+        """Mean probability of class 1 over all fold classifiers, for events outside every training set."""
+        x = np.asarray(x, dtype=np.float64)
+        return np.mean([m.predict_proba(x)[:, 1] for m in self.models], axis=0)
 
 
 def _fold_ids(n: int, n_folds: int, rng: np.random.Generator) -> np.ndarray:
@@ -179,6 +189,7 @@ def kfold_scores(
     wr = np.ones(len(x_reference)) if weights_reference is None else np.asarray(weights_reference, dtype=np.float64)
     sd, sr = np.full(len(x_data), np.nan), np.full(len(x_reference), np.nan)
     folds = range(n_folds)
+    models = []
     if progress:
         from tqdm.auto import tqdm
 
@@ -190,6 +201,7 @@ def kfold_scores(
         w = np.concatenate([np.ones(td.sum()), wr[tr]])
         clf = make_classifier(k)
         clf.fit(X, y, sample_weight=w)  # type: ignore[attr-defined]
+        models.append(clf)
         sd[~td] = clf.predict_proba(x_data[~td])[:, 1]  # type: ignore[attr-defined]
         sr[~tr] = clf.predict_proba(x_reference[~tr])[:, 1]  # type: ignore[attr-defined]
-    return KFoldScores(sd, sr, fd, fr)
+    return KFoldScores(sd, sr, fd, fr, models)

@@ -146,7 +146,16 @@ class Cathode(_ClassifierMethod):
             progress=self.progress,
         )
         self.scores_, self.reference_scores_ = res.scores_data, res.scores_reference
+        self.kfold_ = res
         return self
+
+    def score_outside(self, x: np.ndarray) -> np.ndarray:
+        """Scores of events outside the signal region (e.g. the sidebands, for the m_jj spectrum after a cut).
+
+        The mean of the fold classifiers: none of them was trained on such events.
+        """
+        self._scored()
+        return self.kfold_.score_unseen(x)
 
     def cut(self, background_efficiency: float, n_sr: float, n_sr_sigma: float = 0.0) -> CutResult:
         """Cut keeping ``background_efficiency`` of the generated background; estimate B and count the data.
