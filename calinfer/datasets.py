@@ -84,6 +84,10 @@ _CHI_TRUTH = (
     "photon2_x_mm",
     "photon2_y_mm",
     "photon2_z_mm",
+    "photon1_tx",
+    "photon1_ty",
+    "photon2_tx",
+    "photon2_ty",
     "opening_angle",
 )
 
@@ -119,7 +123,7 @@ def _specs() -> dict[str, DatasetSpec]:
             300,
             3001,
             {"energy_range": [1.0, 100.0], "geometry": "calogan"},
-            ("start_depth_mm", "em_fraction"),
+            ("start_depth_mm", "em_fraction", "invisible_energy"),
         )
     )
     return {s.name: s for s in out}

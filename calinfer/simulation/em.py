@@ -56,6 +56,7 @@ __all__ = [
     "CALOCHALLENGE_ENERGIES",
     "EMShowerModel",
     "ParticleDeposits",
+    "bin_spots",
     "block_rngs",
     "deposit_particles",
     "draw_energies",
@@ -283,8 +284,7 @@ def deposit_particles(
         x, y, z = (
             start_mm[part, i] + s_mm * direction[part, i] + lat1 * e1[part, i] + lat2 * e2[part, i] for i in range(3)
         )
-    where = readout.locate(x, y, z)
-    sums = np.bincount(part * (nv + 3) + where, weights=spot_energy, minlength=m * (nv + 3)).reshape(m, nv + 3)
+    sums = bin_spots(readout, m, part, x, y, z, spot_energy)
     return ParticleDeposits(
         voxels=sums[:, :nv],
         leak_back=sums[:, nv] + beyond,
@@ -294,6 +294,16 @@ def deposit_particles(
         t_max=prof.t_max,
         alpha=prof.alpha,
     )
+
+
+def bin_spots(
+    readout: Readout, m: int, part: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray, energy: np.ndarray
+) -> np.ndarray:
+    """Sum spot energies per particle ``part`` (``0..m-1``) and voxel: ``(m, n_voxels + 3)``, the last three
+    columns holding the energy lost out of the back, out of the sides/front and in dead material."""
+    width = readout.n_voxels + 3
+    index = part * width + readout.locate(x, y, z)
+    return np.bincount(index, weights=energy, minlength=m * width).reshape(m, width)
 
 
 def sample_response(deposits: np.ndarray, model: EMShowerModel, rng: np.random.Generator) -> np.ndarray:
