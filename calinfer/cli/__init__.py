@@ -19,13 +19,11 @@ def main() -> None:
 
 
 def _register() -> None:
-    from calinfer.cli import calibrate_cmd, geometry_cmd, info_cmd, simulate_cmd, train_cmd
+    from calinfer.cli import geometry_cmd, info_cmd, simulate_cmd
 
-    main.add_command(calibrate_cmd.calibrate)
     main.add_command(geometry_cmd.geometry)
     main.add_command(info_cmd.info)
     main.add_command(simulate_cmd.simulate)
-    main.add_command(train_cmd.train)
 
 
 _register()
