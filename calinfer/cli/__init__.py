@@ -19,8 +19,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from calinfer.cli import geometry_cmd, info_cmd, simulate_cmd
+    from calinfer.cli import cathode_cmd, geometry_cmd, info_cmd, simulate_cmd
 
+    main.add_command(cathode_cmd.cathode)
     main.add_command(geometry_cmd.geometry)
     main.add_command(info_cmd.info)
     main.add_command(simulate_cmd.simulate)

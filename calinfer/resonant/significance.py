@@ -57,13 +57,13 @@ def pull(n: float | np.ndarray, b: float | np.ndarray, sigma_b: float | np.ndarr
 
 @dataclass(frozen=True)
 class BackgroundEstimate:
-    """Expected background after a cut with its uncertainty components (events)."""
+    """Expected background after a cut (events), its uncertainty components and the mean generated pass fraction."""
 
     b: float
     sigma_stat: float
     sigma_ensemble: float
     sigma_norm: float
-    efficiency: float
+    pass_fraction: float
 
     @property
     def sigma(self) -> float:
@@ -106,5 +106,5 @@ def background_after_cut(
         sigma_stat=n_sr * stat_eff,
         sigma_ensemble=n_sr * ens_eff,
         sigma_norm=mean_eff * n_sr_sigma,
-        efficiency=mean_eff,
+        pass_fraction=mean_eff,
     )
