@@ -8,6 +8,17 @@ from calinfer.showers import Showers
 
 __version__ = "0.1.0"
 
+
+def load_default(geometry: Geometry | str | None = None):
+    """The pretrained surrogate shipped with calinfer (imports torch on first use).
+
+    See :func:`calinfer.surrogate.load_default`.
+    """
+    from calinfer.surrogate import load_default as _load_default
+
+    return _load_default(geometry)
+
+
 __all__ = [
     "GEOMETRIES",
     "CalinferError",
@@ -19,4 +30,5 @@ __all__ = [
     "Showers",
     "__version__",
     "get_geometry",
+    "load_default",
 ]
