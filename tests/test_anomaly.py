@@ -63,6 +63,7 @@ class StandIn:
     """
 
     energy_range = (1.0, 100.0)
+    geometry = GEO
 
     def __init__(self) -> None:
         self.calls: list[tuple] = []
@@ -250,3 +251,84 @@ def test_supervised_classifier():
     np.testing.assert_allclose(out["score"], np.log(out["probability"] / (1 - out["probability"])), rtol=1e-6)
     with pytest.raises(InputError, match="not trained"):
         SupervisedClassifier().evaluate(bkg)
+
+
+def test_cli_anomaly_and_sic(tmp_path, monkeypatch):
+    import json
+
+    import uproot
+    from click.testing import CliRunner
+
+    from calinfer.cli import anomaly_cmd, main
+    from calinfer.io import read_metadata, write_showers
+
+    sur = StandIn()
+    monkeypatch.setattr(anomaly_cmd, "load_surrogate", lambda model: sur)
+    bkg, sig = toy_showers(230, seed=21), toy_showers(120, seed=22, fractions=np.array([0.02, 0.55, 0.36]))
+    calib = toy_showers(400, seed=23)
+    for name, showers in (("bkg", bkg), ("sig", sig), ("calib", calib)):
+        write_showers(tmp_path / f"{name}.root", showers)
+    runner = CliRunner()
+    args = ["--step-size", "50", "--no-progress"]
+    res = runner.invoke(
+        main, ["anomaly", str(tmp_path / "bkg.root"), "-o", str(tmp_path / "b.root"), "--scale", "0.9", *args]
+    )
+    assert res.exit_code == 0, res.output
+    with uproot.open(tmp_path / "b.root") as f:
+        tree = f["anomaly"]
+        assert tree.num_entries == 230
+        out = tree.arrays(["score", "entry", "e_rec"], library="np")
+    np.testing.assert_array_equal(out["entry"], np.arange(230))  # one entry per shower, in order, over 5 chunks
+    expected = LikelihoodScore(sur, scale=0.9).evaluate(bkg)["score"]
+    np.testing.assert_allclose(out["score"], expected, rtol=1e-5)
+    # lambda fitted on a calibration file is recorded with the result
+    for name in ("bkg", "sig"):
+        res = runner.invoke(
+            main,
+            [
+                "anomaly",
+                str(tmp_path / f"{name}.root"),
+                "-o",
+                str(tmp_path / f"{name}_s.root"),
+                "--calibration",
+                str(tmp_path / "calib.root"),
+                *args,
+            ],
+        )
+        assert res.exit_code == 0, res.output
+    meta = read_metadata(tmp_path / "bkg_s.root")
+    assert meta["energy_scale"]["value"] == pytest.approx(EnergyScale.fit(calib).value, rel=1e-6)
+    assert meta["score"] == "nll" and meta["input"].endswith("bkg.root")
+    # profile: no lambda needed
+    res = runner.invoke(
+        main, ["anomaly", str(tmp_path / "sig.root"), "-o", str(tmp_path / "p.root"), "--score", "profile", *args]
+    )
+    assert res.exit_code == 0, res.output
+    with uproot.open(tmp_path / "p.root") as f:
+        assert set(f["anomaly"].keys()) >= {"score", "e_hat", "at_edge", "entry"}
+    # refusing to overwrite the input
+    res = runner.invoke(main, ["anomaly", str(tmp_path / "sig.root"), "-o", str(tmp_path / "sig.root"), "--scale", "1"])
+    assert res.exit_code != 0 and "refusing" in str(res.exception)
+    res = runner.invoke(
+        main,
+        [
+            "sic",
+            "--signal",
+            str(tmp_path / "sig_s.root"),
+            "--background",
+            str(tmp_path / "bkg_s.root"),
+            "-o",
+            str(tmp_path / "sic"),
+            "--bootstrap",
+            "10",
+            "--min-background",
+            "20",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "sic" / "metrics.json").read_text())
+    with uproot.open(tmp_path / "sig_s.root") as fs, uproot.open(tmp_path / "bkg_s.root") as fb:
+        s, b = fs["anomaly"]["score"].array(library="np"), fb["anomaly"]["score"].array(library="np")
+    assert report["metrics"]["score"]["auc"] == pytest.approx(metrics.auc(s, b))
+    assert report["metrics"]["score"]["max_sic"] == pytest.approx(metrics.max_sic(s, b, min_background=20))
+    assert all((tmp_path / "sic" / f).stat().st_size > 0 for f in ("roc.pdf", "sic.pdf", "scores.pdf"))
