@@ -261,28 +261,37 @@ def deposit_particles(
     counts[(counts == 0) & (step_energy > 0)] = 1
 
     flat_counts = counts.ravel()
-    spot_bin = np.repeat(np.arange(m * n_steps), flat_counts)
-    spot_energy = np.repeat(step_energy.ravel() / np.maximum(flat_counts, 1), flat_counts)
-    part = spot_bin // n_steps
-    n_total = len(spot_bin)
+
+    def per_spot(values: np.ndarray) -> np.ndarray:
+        """Expand a per-(particle, step) quantity to one entry per spot (spots of a step are contiguous)."""
+        return np.repeat(np.broadcast_to(values, (m, n_steps)).ravel(), flat_counts)
+
+    spot_energy = per_spot(step_energy / np.maximum(counts, 1))
+    part = per_spot(np.arange(m)[:, None])
+    step = per_spot(np.arange(n_steps)[None, :])
+    n_total = len(part)
 
     centres = (np.arange(n_steps) + 0.5) * dt
     r_core, r_tail, p_core = _lateral_parameters(centres[None, :] / prof.t_max[:, None], energy[:, None], stack.z_eff)
     u = rng.random((4, n_total), dtype=np.float32)
-    radius = np.where(u[1] < p_core.ravel()[spot_bin], r_core.ravel()[spot_bin], r_tail.ravel()[spot_bin])
+    radius = np.where(u[1] < per_spot(p_core), per_spot(r_core), per_spot(r_tail))
     u_r = np.minimum(u[2].astype(np.float64), 1.0 - 1e-9)
     r_mm = radius * stack.moliere_mm * np.sqrt(u_r / (1.0 - u_r))
     phi = (2 * np.pi) * u[3].astype(np.float64)
     lat1, lat2 = r_mm * np.cos(phi), r_mm * np.sin(phi)
-    s_mm = (s0[part] + (spot_bin - part * n_steps + u[0]) * dt) * x0
+    s_mm = (per_spot(s0[:, None]) + (step + u[0]) * dt) * x0
     if np.all(direction[:, :2] == 0):
-        x = start_mm[part, 0] + lat1
-        y = start_mm[part, 1] + lat2
-        z = start_mm[part, 2] + s_mm
+        x = per_spot(start_mm[:, 0:1]) + lat1
+        y = per_spot(start_mm[:, 1:2]) + lat2
+        z = per_spot(start_mm[:, 2:3]) + s_mm
     else:
         e1, e2 = _orthonormal(direction)
         x, y, z = (
-            start_mm[part, i] + s_mm * direction[part, i] + lat1 * e1[part, i] + lat2 * e2[part, i] for i in range(3)
+            per_spot(start_mm[:, i : i + 1])
+            + s_mm * per_spot(direction[:, i : i + 1])
+            + lat1 * per_spot(e1[:, i : i + 1])
+            + lat2 * per_spot(e2[:, i : i + 1])
+            for i in range(3)
         )
     sums = bin_spots(readout, m, part, x, y, z, spot_energy)
     return ParticleDeposits(

@@ -94,6 +94,8 @@ class Readout:
         layer_of = np.full(x.shape, -2, dtype=np.int64)
         layer_of[inside] = self.interval_layer[interval[inside]]
         out[layer_of == -1] = nv + 2
+        if all(layer.kind == "cartesian" for layer in self.geometry.layers):
+            return self._locate_cartesian(x, y, layer_of, out)
         for index, (layer, sl) in enumerate(zip(self.geometry.layers, self.geometry.layer_slices, strict=True)):
             sel = np.flatnonzero(layer_of == index)
             if sel.size == 0:
@@ -116,3 +118,19 @@ class Readout:
                 cell = ia * n1 + ir
             out[sel] = np.where(ok, sl.start + cell, nv + 1)
         return out
+
+    def _locate_cartesian(self, x: np.ndarray, y: np.ndarray, layer_of: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """All layers cartesian: one pass with per-layer constants looked up by layer index."""
+        layers = self.geometry.layers
+        dy_t = np.array([layer.cell_size_mm[0] for layer in layers], dtype=np.float64)  # type: ignore[index]
+        dx_t = np.array([layer.cell_size_mm[1] for layer in layers], dtype=np.float64)  # type: ignore[index]
+        n0_t = np.array([layer.shape[0] for layer in layers], dtype=np.int64)
+        n1_t = np.array([layer.shape[1] for layer in layers], dtype=np.int64)
+        start_t = np.array([sl.start for sl in self.geometry.layer_slices], dtype=np.int64)
+        read = layer_of >= 0
+        lay = np.where(read, layer_of, 0)
+        n0, n1 = n0_t[lay], n1_t[lay]
+        ix = np.floor(x / dx_t[lay] + n1 / 2).astype(np.int64)
+        iy = np.floor(y / dy_t[lay] + n0 / 2).astype(np.int64)
+        ok = read & (ix >= 0) & (ix < n1) & (iy >= 0) & (iy < n0)
+        return np.where(ok, start_t[lay] + iy * n1 + ix, np.where(read, self.n_voxels + 1, out))
