@@ -104,8 +104,8 @@ class Readout:
             n0, n1 = layer.shape
             if layer.kind == "cartesian":
                 dy, dx = layer.cell_size_mm  # type: ignore[misc]
-                ix = np.floor(xs / dx + n1 / 2).astype(np.int64)
-                iy = np.floor(ys / dy + n0 / 2).astype(np.int64)
+                ix = np.floor(np.clip(xs / dx + n1 / 2, -1.0, n1)).astype(np.int64)
+                iy = np.floor(np.clip(ys / dy + n0 / 2, -1.0, n0)).astype(np.int64)
                 ok = (ix >= 0) & (ix < n1) & (iy >= 0) & (iy < n0)
                 cell = iy * n1 + ix
             else:
@@ -130,7 +130,8 @@ class Readout:
         read = layer_of >= 0
         lay = np.where(read, layer_of, 0)
         n0, n1 = n0_t[lay], n1_t[lay]
-        ix = np.floor(x / dx_t[lay] + n1 / 2).astype(np.int64)
-        iy = np.floor(y / dy_t[lay] + n0 / 2).astype(np.int64)
+        # clipping keeps far-away (or non-finite) positions out of the grid without overflowing the integer cast
+        ix = np.floor(np.clip(x / dx_t[lay] + n1 / 2, -1.0, n1)).astype(np.int64)
+        iy = np.floor(np.clip(y / dy_t[lay] + n0 / 2, -1.0, n0)).astype(np.int64)
         ok = read & (ix >= 0) & (ix < n1) & (iy >= 0) & (iy < n0)
         return np.where(ok, start_t[lay] + iy * n1 + ix, np.where(read, self.n_voxels + 1, out))
