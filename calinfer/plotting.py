@@ -165,13 +165,15 @@ def plot_histogram_ratio(
     logx: bool = False,
     note: str | None = None,
     title: str | None = None,
+    ratio_range: tuple[float, float] = (0.5, 1.5),
 ):
     """Two histograms on shared bins as normalized densities, with the ratio generated/reference below.
 
     ``reference`` and ``generated`` are the in-range counts of the ``len(edges) - 1`` bins; ``totals``
     (default: their sums) are the sample sizes the densities are normalized to, so entries outside the
-    range lower the curves. Error bars are Poisson (sqrt of the counts); ``note`` is printed in the
-    upper panel. Returns ``(fig, (ax_main, ax_ratio))``.
+    range lower the curves. Error bars are Poisson (sqrt of the counts); ratios outside ``ratio_range``
+    are drawn as arrows at the panel's edge; ``note`` is printed in the upper panel.
+    Returns ``(fig, (ax_main, ax_ratio))``.
     """
     import matplotlib.pyplot as plt
     import mplhep
@@ -203,10 +205,15 @@ def plot_histogram_ratio(
         err = np.full(len(ref), np.nan)
         err[both] = ratio[both] * np.sqrt(1 / ref[both] + 1 / gen[both])
         centers = np.sqrt(edges[:-1] * edges[1:]) if logx else 0.5 * (edges[:-1] + edges[1:])
+        lo, hi = ratio_range
+        inside = (ratio >= lo) & (ratio <= hi)
         rax.axhline(1.0, color="grey", lw=1, ls="--")
-        rax.errorbar(centers, ratio, yerr=err, fmt="o", ms=3, color="tab:red", lw=1)
-        rax.set_ylim(0.5, 1.5)
-        rax.set_ylabel(f"{labels[1][:3]}/{labels[0][:3]}", fontsize="small")
+        rax.errorbar(centers[inside], ratio[inside], yerr=err[inside], fmt="o", ms=3, color="tab:red", lw=1)
+        # ratios off the panel as arrows at its edges
+        rax.plot(centers[ratio > hi], np.full(np.count_nonzero(ratio > hi), hi), "^", color="tab:red", ms=5)
+        rax.plot(centers[ratio < lo], np.full(np.count_nonzero(ratio < lo), lo), "v", color="tab:red", ms=5)
+        rax.set_ylim(lo - 0.02 * (hi - lo), hi + 0.02 * (hi - lo))
+        rax.set_ylabel("ratio", fontsize="small")
         rax.set_xlabel(xlabel)
         if logx:
             ax.set_xscale("log")
