@@ -59,14 +59,23 @@ class StandIn:
     """Analytic 'surrogate'.
 
     layers: independent normals of ln(E_l) with mean ln(f_l E) and width sigma_l, i.e. a density in GeV with the
-    Jacobian prod 1/E_l; voxels: an E-independent Gaussian of each layer's normalized shape around its TEMPLATE.
+    Jacobian prod 1/E_l; voxels: a Gaussian of each layer's normalized shape around its TEMPLATE, independent of E
+    unless ``tilt`` is set: then the voxel part adds ``-(ln E - ln(E_dep / 0.935) - tilt)^2 / (2 * 0.3^2)``.
     """
 
     energy_range = (1.0, 100.0)
     geometry = GEO
+    tilt_width = 0.3
 
-    def __init__(self) -> None:
+    def __init__(self, tilt: float | None = None) -> None:
         self.calls: list[tuple] = []
+        self.tilt = tilt
+
+    def voxel_energy_term(self, showers: Showers, energies: np.ndarray) -> np.ndarray:
+        if self.tilt is None:
+            return np.zeros(np.broadcast_shapes((len(showers), 1), energies.shape))
+        centre = np.log(showers.deposited_energy() / 0.935) + self.tilt
+        return -0.5 * ((np.log(energies) - centre[:, None]) / self.tilt_width) ** 2
 
     @staticmethod
     def layers(y: np.ndarray, energies: np.ndarray) -> np.ndarray:
@@ -92,7 +101,7 @@ class StandIn:
         if part in ("full", "layers"):
             out = out + self.layers(showers.layer_energies(), e2)
         if part in ("full", "voxels"):
-            out = out + self.voxels(showers)[:, None]
+            out = out + self.voxels(showers)[:, None] + self.voxel_energy_term(showers, e2)
         return out[:, 0] if flat else out
 
 
@@ -127,7 +136,7 @@ def test_nll_score_is_the_density_at_reconstructed_energy():
     expected = StandIn.layers(showers.layer_energies(), e_rec[:, None])[:, 0] + StandIn.voxels(showers)
     np.testing.assert_allclose(out["score"], -expected, rtol=1e-12)
     np.testing.assert_allclose(out["e_rec"], e_rec)
-    assert sur.calls[-1] == ("full", (50,))
+    assert sur.calls[-2:] == [("full", (50,)), ("layers", (50,))]
     # per-part scores call the matching flow only and add up to the full score
     layers = make_score("layers", sur, scale=0.9).evaluate(showers)["score"]
     voxels = make_score("voxels", sur, scale=0.9).evaluate(showers)["score"]
@@ -162,16 +171,39 @@ def test_profile_score_reaches_the_analytic_maximum():
     log_e_star = ((np.log(y) - np.log(FRACTIONS)) * w).sum(axis=1) / w.sum()
     e_star = np.clip(np.exp(log_e_star), 1, 100)
     expected = StandIn.layers(y, e_star[:, None])[:, 0] + StandIn.voxels(showers)
-    out = ProfileScore(sur).evaluate(showers)
-    assert np.all(out["log_prob"] <= expected + 1e-9)  # nobody beats the true maximum
-    np.testing.assert_allclose(out["log_prob"], expected, atol=1e-4, rtol=0)
     inside = (np.exp(log_e_star) > 1.5) & (np.exp(log_e_star) < 95)
-    np.testing.assert_allclose(out["e_hat"][inside], e_star[inside], rtol=1e-3)
-    assert not out["at_edge"][inside].any()
+    for score in (ProfileScore(sur), ProfileScore(sur, locate=None)):  # two-stage and brute-force grid
+        out = score.evaluate(showers)
+        assert np.all(out["log_prob"] <= expected + 1e-9)  # nobody beats the true maximum
+        np.testing.assert_allclose(out["log_prob"], expected, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(out["e_hat"][inside], e_star[inside], rtol=1e-3)
+        assert not out["at_edge"][inside].any()
+    assert sur.calls[-1] == ("full", (200, 9))  # the last zoom round of the brute-force grid
     # the coarse grid alone is measurably worse: refinement matters
-    coarse = ProfileScore(sur, n_refine=0).evaluate(showers)
+    coarse = ProfileScore(sur, locate=None, n_refine=0).evaluate(showers)
     assert np.max(expected - coarse["log_prob"]) > 1e-3
-    assert sur.calls[-1] == ("full", (1, 48))
+
+
+def test_profile_polish_follows_energy_dependence_of_the_voxel_part():
+    sur = StandIn(tilt=0.15)  # the voxel part pulls E away from the layer-only maximum
+    showers = toy_showers(200, seed=25)
+    y = showers.layer_energies()
+    w, w_v = 1 / SIGMAS**2, 1 / StandIn.tilt_width**2
+    centre = np.log(showers.deposited_energy() / 0.935) + 0.15
+    log_e_star = (((np.log(y) - np.log(FRACTIONS)) * w).sum(axis=1) + w_v * centre) / (w.sum() + w_v)
+    inside = (np.exp(log_e_star) > 1.5) & (np.exp(log_e_star) < 95)
+    e_star = np.exp(log_e_star)[inside]
+    shw = showers[np.flatnonzero(inside)]
+    expected = sur.log_prob(shw, e_star)
+    out = ProfileScore(sur).evaluate(shw)
+    np.testing.assert_allclose(out["e_hat"], e_star, rtol=1e-6)  # quadratic in ln E: parabolic steps are exact
+    np.testing.assert_allclose(out["log_prob"], expected, atol=1e-8, rtol=0)
+    located_only = ProfileScore(sur, n_polish=0).evaluate(shw)  # three points around the layer maximum
+    assert np.max(expected - located_only["log_prob"]) > 1e-3
+    # the LikelihoodScore reports both parts, and they add up
+    res = LikelihoodScore(sur, scale=0.935).evaluate(shw)
+    np.testing.assert_allclose(res["log_prob_layers"] + res["log_prob_voxels"], res["log_prob"], rtol=1e-12)
+    np.testing.assert_allclose(res["log_prob_layers"], sur.log_prob(shw, res["e_rec"], part="layers"), rtol=1e-12)
 
 
 def test_profile_at_range_edge():

@@ -8,7 +8,8 @@ anomalous) plus auxiliary quantities (``"log_prob"``, ``"e_dep"``, ``"e_rec"`` /
   background (:class:`EnergyScale`); ``part="layers"`` uses flow I only (layer energies), ``part="voxels"`` flow II
   only (voxels given layer energies), ``part="full"`` both.
 * :class:`ProfileScore`: ``-max_E log p(x | E)``, the likelihood profiled over the incident energy (no lambda):
-  a log-spaced grid over the surrogate's energy range, then batched zoom refinement around each maximum.
+  located with the cheap layer flow on a log-spaced grid with zoom refinement, then polished on the full
+  likelihood with a few parabolic steps (or a brute-force grid on the full likelihood with ``locate=None``).
 
 The surrogate only needs ``log_prob(showers, energies, *, part=..., device=..., batch_size=...)`` with
 energies of shape ``(N,)`` or ``(N, G)`` (see ``calinfer.surrogate.ShowerSurrogate``).
@@ -194,7 +195,11 @@ class LikelihoodScore:
         return self
 
     def evaluate(self, showers: Showers) -> dict[str, np.ndarray]:
-        """``score`` = ``-log_prob`` at E_rec, with ``log_prob``, ``e_dep`` and ``e_rec`` (GeV)."""
+        """``score`` = ``-log_prob`` at E_rec, with ``log_prob``, ``e_dep`` and ``e_rec`` (GeV).
+
+        For ``part="full"`` the two parts are reported too (``log_prob_layers`` from flow I, which is cheap, and
+        ``log_prob_voxels`` = full - layers), so the per-part scores come at almost no extra cost.
+        """
         if self.scale is None:
             raise InputError(
                 f"score {self.name!r} needs the energy scale lambda: call fit(background) or pass scale=..."
@@ -206,15 +211,31 @@ class LikelihoodScore:
             self.surrogate.log_prob(showers, e_eval, part=self.part, device=self.device, batch_size=self.batch_size),
             dtype=np.float64,
         )
-        return {"score": -lp, "log_prob": lp, "e_dep": e_dep, "e_rec": e_rec}
+        out = {"score": -lp, "log_prob": lp, "e_dep": e_dep, "e_rec": e_rec}
+        if self.part == "full":
+            lp_layers = np.asarray(
+                self.surrogate.log_prob(showers, e_eval, part="layers", device=self.device, batch_size=self.batch_size),
+                dtype=np.float64,
+            )
+            out["log_prob_layers"], out["log_prob_voxels"] = lp_layers, lp - lp_layers
+        return out
 
 
 class ProfileScore:
     """``-max_E log p(x | E)``: the likelihood maximized over the incident energy on the surrogate's range.
 
-    The maximum is found on ``n_grid`` log-spaced energies, then refined ``n_refine`` times: each round evaluates
-    ``n_zoom`` points spanning the neighbours of the current best point, shrinking the bracket by a factor
-    ``(n_zoom - 1) / 2`` per round. The best value ever evaluated is kept, so refinement never lowers the maximum.
+    Two stages keep the cost of an expensive voxel flow low:
+
+    1. *locate*: the ``locate`` part (default ``"layers"``, flow I only, cheap) is maximized on ``n_grid``
+       log-spaced energies, then refined ``n_refine`` times, each round evaluating ``n_zoom`` points between the
+       neighbours of the current best point (the bracket shrinks by ``(n_zoom - 1) / 2`` per round);
+    2. *polish* (only when ``part`` differs from ``locate``): ``part`` is evaluated at the located energy and
+       ``step`` (in ln E) on either side, followed by ``n_polish`` safeguarded parabolic steps in ln E, each one
+       evaluation per shower.
+
+    With ``locate=None`` stage 1 runs on ``part`` itself (a brute-force grid, exact up to the grid refinement,
+    ``n_grid + n_refine * n_zoom`` evaluations of ``part`` per shower). The best value ever evaluated is kept,
+    so refinement never lowers the maximum.
 
     Outputs: ``score``, ``log_prob`` (the maximum), ``e_hat`` (the maximizing energy, GeV), ``e_dep`` and
     ``at_edge`` (1 where the maximum sits on the boundary of the energy range).
@@ -225,20 +246,25 @@ class ProfileScore:
         surrogate: SurrogateLike,
         *,
         part: str = "full",
+        locate: str | None = "layers",
         energy_range: tuple[float, float] | None = None,
         n_grid: int = 48,
         n_refine: int = 4,
         n_zoom: int = 9,
+        step: float = 0.05,
+        n_polish: int = 3,
         device: str | None = None,
         batch_size: int | None = None,
     ) -> None:
-        if n_grid < 3 or n_zoom < 3 or n_refine < 0:
-            raise InputError("profile score needs n_grid >= 3, n_zoom >= 3 and n_refine >= 0")
+        if n_grid < 3 or n_zoom < 3 or n_refine < 0 or n_polish < 0 or not step > 0:
+            raise InputError("profile score needs n_grid >= 3, n_zoom >= 3, n_refine >= 0, n_polish >= 0, step > 0")
         self.surrogate = surrogate
         self.part = _check_part(part)
+        self.locate = self.part if locate is None else _check_part(locate)
         self.name = "profile" if part == "full" else f"profile-{part}"
         self.energy_range = _energy_range(surrogate, energy_range)
         self.n_grid, self.n_refine, self.n_zoom = int(n_grid), int(n_refine), int(n_zoom)
+        self.step, self.n_polish = float(step), int(n_polish)
         self.device = device
         self.batch_size = batch_size
 
@@ -246,20 +272,19 @@ class ProfileScore:
         """Nothing to calibrate: the profile needs no energy scale."""
         return self
 
-    def _log_prob(self, showers: Showers, log_e: np.ndarray) -> np.ndarray:
+    def _log_prob(self, showers: Showers, log_e: np.ndarray, part: str) -> np.ndarray:
         lp = np.asarray(
-            self.surrogate.log_prob(
-                showers, np.exp(log_e), part=self.part, device=self.device, batch_size=self.batch_size
-            ),
+            self.surrogate.log_prob(showers, np.exp(log_e), part=part, device=self.device, batch_size=self.batch_size),
             dtype=np.float64,
         )
         return np.where(np.isnan(lp), -np.inf, lp)
 
-    def evaluate(self, showers: Showers) -> dict[str, np.ndarray]:
+    def _grid_search(self, showers: Showers, part: str) -> tuple[np.ndarray, np.ndarray]:
+        """Coarse grid plus zoom rounds on ``part``: (best ln E, best log p) per shower."""
         lo, hi = np.log(self.energy_range)
         n = len(showers)
         grid = np.linspace(lo, hi, self.n_grid)
-        lp = self._log_prob(showers, grid[None, :])  # (1, G): every shower at every grid energy
+        lp = self._log_prob(showers, grid[None, :], part)  # (1, G): every shower at every grid energy
         i = np.argmax(lp, axis=1)
         rows = np.arange(n)
         best_lp, best_x = lp[rows, i], grid[i]
@@ -267,14 +292,52 @@ class ProfileScore:
         t = np.linspace(0.0, 1.0, self.n_zoom)
         for _ in range(self.n_refine):
             pts = a[:, None] + (b - a)[:, None] * t[None, :]
-            lp = self._log_prob(showers, pts)
+            lp = self._log_prob(showers, pts, part)
             k = np.argmax(lp, axis=1)
             better = lp[rows, k] > best_lp
             best_lp = np.where(better, lp[rows, k], best_lp)
             best_x = np.where(better, pts[rows, k], best_x)
             a, b = pts[rows, np.maximum(k - 1, 0)], pts[rows, np.minimum(k + 1, self.n_zoom - 1)]
-        step = (hi - lo) / (self.n_grid - 1) * (2.0 / (self.n_zoom - 1)) ** self.n_refine
-        at_edge = (best_x <= lo + step) | (best_x >= hi - step)
+        return best_x, best_lp
+
+    def _polish(self, showers: Showers, x0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Safeguarded parabolic maximization of ``part`` in ln E around ``x0``: (best ln E, best log p)."""
+        lo, hi = np.log(self.energy_range)
+        rows = np.arange(len(showers))
+        centre = np.clip(x0, lo + self.step, hi - self.step)
+        xs = np.stack([centre - self.step, centre, centre + self.step], axis=1)
+        fs = self._log_prob(showers, xs, self.part)
+        for _ in range(self.n_polish):
+            k = np.argmax(fs, axis=1)
+            # the best point with its two nearest neighbours (by position) among those evaluated so far
+            order = np.argsort(xs, axis=1)
+            xs_s, fs_s = np.take_along_axis(xs, order, 1), np.take_along_axis(fs, order, 1)
+            j = np.clip(np.argmax(fs_s, axis=1), 1, xs.shape[1] - 2)
+            x_0, x_1, x_2 = xs_s[rows, j - 1], xs_s[rows, j], xs_s[rows, j + 1]
+            f_0, f_1, f_2 = fs_s[rows, j - 1], fs_s[rows, j], fs_s[rows, j + 1]
+            num = (x_1 - x_0) ** 2 * (f_1 - f_2) - (x_1 - x_2) ** 2 * (f_1 - f_0)
+            den = (x_1 - x_0) * (f_1 - f_2) - (x_1 - x_2) * (f_1 - f_0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                vertex = x_1 - 0.5 * num / den
+            # concave parabola: jump to its vertex (at most 4 spacings away); otherwise step past the best end
+            width = x_2 - x_0
+            x_best = xs[rows, k]
+            fallback = np.where(f_2 >= f_0, x_2 + width, x_0 - width)
+            ok = np.isfinite(vertex) & (den > 0)
+            new = np.where(ok, np.clip(vertex, x_best - 2 * width, x_best + 2 * width), fallback)
+            new = np.clip(new, lo, hi)
+            xs = np.concatenate([xs, new[:, None]], axis=1)
+            fs = np.concatenate([fs, self._log_prob(showers, new, self.part)[:, None]], axis=1)
+        k = np.argmax(fs, axis=1)
+        return xs[rows, k], fs[rows, k]
+
+    def evaluate(self, showers: Showers) -> dict[str, np.ndarray]:
+        lo, hi = np.log(self.energy_range)
+        best_x, best_lp = self._grid_search(showers, self.locate)
+        if self.locate != self.part:
+            best_x, best_lp = self._polish(showers, best_x)
+        tol = 1e-3 * (hi - lo) / (self.n_grid - 1)
+        at_edge = (best_x <= lo + tol) | (best_x >= hi - tol)
         return {
             "score": -best_lp,
             "log_prob": best_lp,
