@@ -19,11 +19,12 @@ def main() -> None:
 
 
 def _register() -> None:
-    from calinfer.cli import anomaly_cmd, cathode_cmd, geometry_cmd, info_cmd, simulate_cmd
+    from calinfer.cli import anomaly_cmd, cathode_cmd, evaluate_cmd, geometry_cmd, info_cmd, simulate_cmd
 
     main.add_command(anomaly_cmd.anomaly)
     main.add_command(anomaly_cmd.sic)
     main.add_command(cathode_cmd.cathode)
+    main.add_command(evaluate_cmd.evaluate)
     main.add_command(geometry_cmd.geometry)
     main.add_command(info_cmd.info)
     main.add_command(simulate_cmd.simulate)
