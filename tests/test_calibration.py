@@ -114,10 +114,11 @@ def test_status_flags_at_range_edges() -> None:
 
 def test_multimodal_flag() -> None:
     x = np.array([[20.0]])
-    bimodal = Calibrator(BimodalModel(sigma=1.0, gap=30.0, weight=0.5)).fit(x)
+    # peaks at 20 and 50 GeV, 4 GeV wide (wider than the scan step there, so the scan sees both)
+    bimodal = Calibrator(BimodalModel(sigma=4.0, gap=30.0, weight=0.5)).fit(x)
     assert bimodal.has(Status.MULTIMODAL)[0]
     assert bimodal.e_mle[0] == pytest.approx(20.0, rel=1e-3)  # the higher peak wins
-    weak = Calibrator(BimodalModel(sigma=1.0, gap=30.0, weight=1e-4)).fit(x)  # second peak 9 units below
+    weak = Calibrator(BimodalModel(sigma=4.0, gap=30.0, weight=1e-4)).fit(x)  # second peak 9 units below
     assert not weak.has(Status.MULTIMODAL)[0]
     assert not Calibrator(GaussianModel(3.0)).fit(x).has(Status.MULTIMODAL)[0]
 
@@ -208,3 +209,68 @@ def test_regression_depends_on_prior() -> None:
     np.testing.assert_array_equal(first, train_regressor(small_x, small_e, epochs=3, seed=1).predict(test))
     with pytest.raises(InputError, match="true incident energies"):
         train_regressor(small_x)
+
+
+def test_workers_give_the_same_results() -> None:
+    x = np.random.default_rng(7).uniform(2, 95, size=(257, 1))
+    one = Calibrator(GaussianModel(1.5), batch_size=50).fit(x)
+    two = Calibrator(GaussianModel(1.5), batch_size=50, workers=2).fit(x)
+    for name in ("e_mle", "e_lo", "e_hi", "nll", "status"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(two, name))
+
+
+@pytest.fixture(scope="module")
+def tiny_surrogate():
+    """An untrained small surrogate: its likelihood (preprocessing + near-identity flows) is smooth in E."""
+    from calinfer.simulation import simulate_showers
+    from calinfer.surrogate import ShowerSurrogate
+
+    train = simulate_showers(400, seed=3)
+    small = {"n_blocks": 1, "hidden": 8}
+    model = ShowerSurrogate.create(
+        "calogan", train.voxels, train.incident_energy, seed=1, layer_flow=small, voxel_flow=small
+    )
+    return model, simulate_showers(40, energy_range=(5.0, 80.0), seed=4)
+
+
+@pytest.mark.parametrize("likelihood", ["layers", "full"])
+def test_surrogate_fit_matches_direct_minuit(tiny_surrogate, likelihood: str) -> None:
+    model, showers = tiny_surrogate
+    cal = Calibrator(model, likelihood=likelihood)
+    fast = cal.fit(showers)
+    assert np.all(fast.has(Status.CONVERGED))
+    assert np.all((fast.e_lo < fast.e_mle) & (fast.e_mle < fast.e_hi))
+    direct = cal.fit_direct(showers[:5], start=fast.e_mle[:5])
+    np.testing.assert_allclose(fast.e_mle[:5], direct.e_mle, rtol=1e-3)
+    np.testing.assert_allclose(fast.e_lo[:5], direct.e_lo, rtol=1e-3)
+    np.testing.assert_allclose(fast.e_hi[:5], direct.e_hi, rtol=1e-3)
+    # the nll at the minimum is the surrogate's own value there
+    exact = -model.log_prob(showers[:5], fast.e_mle[:5], part="full" if likelihood == "full" else "layers")
+    np.testing.assert_allclose(fast.nll[:5], exact, atol=1e-3)
+
+
+def test_cli_calibrate_writes_one_entry_per_shower(tiny_surrogate, tmp_path) -> None:
+    import uproot
+    from click.testing import CliRunner
+
+    from calinfer.cli import main
+    from calinfer.io import read_metadata, write_showers
+
+    model, showers = tiny_surrogate
+    model.save(tmp_path / "model")
+    write_showers(tmp_path / "in.root", showers)
+    out = tmp_path / "calib.root"
+    args = ["calibrate", str(tmp_path / "in.root"), "--out", str(out), "--model", str(tmp_path / "model")]
+    run = CliRunner().invoke(main, [*args, "--step-size", "15", "--workers", "2", "--energy-range", "2", "90"])
+    assert run.exit_code == 0, run.output
+    assert "converged" in run.output and "showers/s" in run.output
+    with uproot.open(out) as f:
+        tree = f["calibration"].arrays(library="np")
+    assert set(tree) == {"E_mle", "E_lo", "E_hi", "status", "nll"}
+    expected = Calibrator(model, energy_range=(2.0, 90.0)).fit(showers)
+    np.testing.assert_allclose(tree["E_mle"], expected.e_mle, rtol=1e-5)  # input order kept across chunks
+    np.testing.assert_array_equal(tree["status"], expected.status)
+    meta = read_metadata(out)
+    assert meta["likelihood"] == "layers" and meta["energy_range_gev"] == [2.0, 90.0]
+    again = CliRunner().invoke(main, [*args[:2], "--out", str(tmp_path / "in.root"), *args[4:]])
+    assert again.exit_code != 0  # never overwrite the input

@@ -1,19 +1,24 @@
 """Per-shower maximum-likelihood energy calibration with asymmetric likelihood intervals.
 
 For every shower the surrogate gives ``-ln L(E) = -ln p(shower | E)``. The fit never sees the
-true energy. It runs in three steps, all vectorized over showers except the last:
+true energy. Each batch of showers goes through four steps; only the Minuit fits run per shower:
 
 1. **coarse scan**: ``-ln L`` of every shower at ``n_scan`` energies spaced evenly in ``ln E``
    over the allowed range (one batched surrogate call); its local minima tell whether the
    likelihood is multi-modal, its global minimum where to look;
-2. **refinement**: around each minimum, the bracket where ``-ln L`` rises by ``bracket_rise``
-   is re-sampled with ``n_refine`` points, repeatedly while the grid is too coarse for the
-   width of the likelihood; a cubic spline in ``ln E`` through the last grid is the
-   per-shower interpolant;
-3. **iminuit**: MIGRAD finds the minimum of the interpolant and MINOS the crossings of
-   ``Delta(-ln L) = 0.5`` (errordef 0.5), i.e. the 68.3% likelihood interval.
+2. **refinement**: a grid of ``n_refine`` points where the parabola through the best scan point
+   and its neighbours rises by about ``bracket_rise``, re-made (from the last grid) while it is
+   too coarse for the width of the likelihood or too tight to hold the 0.5 crossings; one
+   batched surrogate call per round;
+3. **iminuit**: a cubic spline in ``ln E`` through the last grid is the per-shower interpolant;
+   MIGRAD finds its minimum and MINOS the crossings of ``Delta(-ln L) = 0.5`` (errordef 0.5),
+   i.e. the 68.3% likelihood interval;
+4. **polish**: ``n_polish`` points within ``polish_width`` of the interval half width around the
+   minimum (one more batched call), a local spline and MIGRAD again: a flow's ``-ln L`` has
+   kinks at the edges of its spline bins that a grid of ~0.4 sigma steps smooths over.
 
-The likelihood is a density of the shower given the parameter ``E``; its maximum and the
+Open sides, range edges and the multi-modality seen by the scan are reported as :class:`Status`
+flags. The likelihood is a density of the shower given the parameter ``E``; its maximum and the
 crossings do not depend on whether ``E`` or ``ln E`` is the fit parameter, so the fit uses
 ``ln E`` (better conditioned over two decades) and reports energies in GeV.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -139,9 +145,12 @@ class Calibrator:
     bracket_rise: ``Delta(-ln L)`` that delimits the refined bracket around the minimum (must exceed 0.5).
     min_points: refine again while fewer grid points than this lie within ``bracket_rise`` of the minimum.
     max_refine: the most refinement rounds.
+    n_polish: points of the final local grid around each minimum (0: no polishing).
+    polish_width: half width of that grid as a fraction of the smaller interval half width.
     multimodal_delta: a second local minimum of the scan at most this much above the best one, separated from
         it by a barrier of at least 0.5, flags the shower as multi-modal.
-    batch_size: showers per surrogate call.
+    batch_size: showers per batch (one surrogate call per stage).
+    workers: batches fitted concurrently in threads (see :meth:`fit`).
     """
 
     def __init__(
@@ -150,13 +159,16 @@ class Calibrator:
         *,
         likelihood: str = "layers",
         energy_range: tuple[float, float] | None = None,
-        n_scan: int = 40,
-        n_refine: int = 20,
+        n_scan: int = 24,
+        n_refine: int = 16,
         bracket_rise: float = 2.0,
         min_points: int = 8,
         max_refine: int = 4,
+        n_polish: int = 8,
+        polish_width: float = 0.3,
         multimodal_delta: float = 2.0,
         batch_size: int = 2048,
+        workers: int = 1,
     ) -> None:
         if likelihood not in ("layers", "full"):
             raise InputError(f"likelihood must be 'layers' or 'full', not {likelihood!r}")
@@ -175,8 +187,11 @@ class Calibrator:
         self.bracket_rise = float(bracket_rise)
         self.min_points = int(min_points)
         self.max_refine = int(max_refine)
+        self.n_polish = int(n_polish)
+        self.polish_width = float(polish_width)
         self.multimodal_delta = float(multimodal_delta)
         self.batch_size = int(batch_size)
+        self.workers = max(1, int(workers))
 
     # ------------------------------------------------------------------ likelihood
     def inputs(self, data: Showers | np.ndarray) -> np.ndarray:
@@ -213,26 +228,41 @@ class Calibrator:
 
     # ------------------------------------------------------------------ fit
     def fit(self, data: Showers | np.ndarray, *, progress: Callable[[int], None] | None = None) -> CalibrationResult:
-        """Fit every shower; ``progress(n)`` is called with the number of showers finished after each batch."""
+        """Fit every shower; ``progress(n)`` is called with the number of showers finished after each batch.
+
+        With ``workers > 1`` that many batches are fitted at once in threads: the surrogate's torch kernels
+        release the GIL, so one batch's flow evaluation overlaps another's Minuit fits (give torch one
+        intra-op thread per worker then, e.g. ``torch.set_num_threads(1)``). Results do not depend on it.
+        """
         x = self.inputs(data)
+        size = min(self.batch_size, -(-len(x) // self.workers))  # every worker gets a batch
+        batches = [x[start : start + size] for start in range(0, len(x), size)]
         parts = []
-        for start in range(0, len(x), self.batch_size):
-            batch = x[start : start + self.batch_size]
-            parts.append(self._fit_batch(batch))
-            if progress is not None:
-                progress(len(batch))
+        with ThreadPoolExecutor(min(self.workers, len(batches))) as pool:
+            for part in pool.map(self._fit_batch, batches):  # in input order
+                parts.append(part)
+                if progress is not None:
+                    progress(len(part))
         return CalibrationResult.concatenate(parts)
 
     def fit_direct(
-        self, data: Showers | np.ndarray, *, progress: Callable[[int], None] | None = None
+        self,
+        data: Showers | np.ndarray,
+        *,
+        start: np.ndarray | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> CalibrationResult:
         """The straightforward reference: one Minuit per shower that calls the surrogate at every evaluation.
 
-        MIGRAD starts at the logarithmic middle of the energy range (no truth), MINOS gives the interval.
-        Slow (tens of showers per second); kept to validate :meth:`fit`, whose multi-modality flag it lacks.
+        MIGRAD starts at ``start`` (GeV, one per shower; default: the logarithmic middle of the energy range,
+        which uses no truth), MINOS gives the interval. Slow (a few showers per second with a flow); kept to
+        validate :meth:`fit`. It has no multi-modality flag and can stop in a local minimum.
         """
         x = self.inputs(data)
         u_min, u_max = math.log(self.energy_range[0]), math.log(self.energy_range[1])
+        u_start = np.full(len(x), 0.5 * (u_min + u_max)) if start is None else np.log(np.asarray(start, float))
+        if len(u_start) != len(x):
+            raise InputError(f"fit_direct: {len(u_start)} start values for {len(x)} showers")
         out = []
         for i in range(len(x)):
             row = x[i : i + 1]
@@ -240,11 +270,10 @@ class Calibrator:
             def fcn(u: float, row: np.ndarray = row) -> float:
                 return float(self._nll(row, np.array([[math.exp(u)]]))[0, 0])
 
-            m = Minuit(fcn, 0.5 * (u_min + u_max), name=("u",))
+            m = Minuit(fcn, float(np.clip(u_start[i], u_min, u_max)), name=("u",))
             m.errordef = _UP
-            m.errors = [0.1 * (u_max - u_min)]
-            m.limits = [(u_min, u_max)]
-            m.tol = 0.001
+            m.errors = [0.05 * (u_max - u_min) if start is None else 0.01]
+            m.limits = [(u_min, u_max)]  # default tolerance: a float32 likelihood is too noisy for a tighter one
             out.append(_interval(m, fcn, (u_min, u_max), self.energy_range, multimodal=False))
             if progress is not None:
                 progress(1)
@@ -258,24 +287,64 @@ class Calibrator:
     def _fit_batch(self, x: np.ndarray) -> CalibrationResult:
         u_scan, y_scan = self.scan(x)
         multimodal = _multimodal(y_scan, self.multimodal_delta)
-        a, b = _bracket(np.broadcast_to(u_scan, y_scan.shape), y_scan, self.bracket_rise)
+        # the rise bracket surely holds the minimum and the crossings; the parabola through the three best scan
+        # points usually gives a much tighter one, checked below and replaced where it was too tight
+        u_grid = np.broadcast_to(u_scan, y_scan.shape)
+        a_safe, b_safe = _bracket(u_grid, y_scan, self.bracket_rise)
+        widen = 1.5  # the parabola's bracket, widened by this factor, should hold the rise
+        a, b = _parabola_bracket(u_grid, y_scan, a_safe, b_safe, widen**2 * self.bracket_rise)
         t = np.linspace(0.0, 1.0, self.n_refine)
         u_fine = a[:, None] + t[None, :] * (b - a)[:, None]
         y_fine = self._nll(x, np.exp(u_fine))
+        u_edges = (u_scan[0], u_scan[-1])
         todo = np.arange(len(x))
         for _ in range(self.max_refine):
-            coarse = (y_fine[todo] - y_fine[todo].min(axis=1, keepdims=True) < self.bracket_rise).sum(axis=1)
-            todo = todo[coarse < self.min_points]
+            too_tight, too_coarse = self._grid_problems(u_fine[todo], y_fine[todo], u_edges)
+            redo = too_tight | too_coarse
+            todo, too_tight = todo[redo], too_tight[redo]
             if len(todo) == 0:
                 break
             a_new, b_new = _bracket(u_fine[todo], y_fine[todo], self.bracket_rise)
-            a[todo], b[todo] = a_new, b_new
-            u_fine[todo] = a_new[:, None] + t[None, :] * (b_new - a_new)[:, None]
+            a_new, b_new = _parabola_bracket(u_fine[todo], y_fine[todo], a_new, b_new, widen**2 * self.bracket_rise)
+            a[todo] = np.where(too_tight, a_safe[todo], a_new)
+            b[todo] = np.where(too_tight, b_safe[todo], b_new)
+            u_fine[todo] = a[todo, None] + t[None, :] * (b[todo] - a[todo])[:, None]
             y_fine[todo] = self._nll(x[todo], np.exp(u_fine[todo]))
         # far above the minimum the values only need to stay large: clipping keeps the spline tame there
         y_fine = np.minimum(y_fine, y_fine.min(axis=1, keepdims=True) + 100.0 * self.bracket_rise)
         spline = CubicSpline(t, y_fine.T, axis=0)
-        return _minimize(spline.c, a, b, y_fine, multimodal, self.energy_range)
+        result = _minimize(spline.c, a, b, y_fine, multimodal, self.energy_range)
+        if self.n_polish:
+            self._polish(x, result)
+        return result
+
+    def _polish(self, x: np.ndarray, result: CalibrationResult) -> None:
+        """Re-locate each interior minimum on a dense local grid (``polish_width`` of the smaller half width
+        on each side): a flow's -ln L has kinks (spline-bin edges) that a grid of ~0.4 sigma steps smooths over."""
+        rows = np.flatnonzero(result.has(Status.CONVERGED) & ~result.has(Status.AT_BOUNDARY))
+        if len(rows) == 0:
+            return
+        u_hat = np.log(result.e_mle[rows])
+        half = self.polish_width * np.minimum(u_hat - np.log(result.e_lo[rows]), np.log(result.e_hi[rows]) - u_hat)
+        u_lo, u_hi = math.log(self.energy_range[0]), math.log(self.energy_range[1])
+        a, b = np.maximum(u_hat - half, u_lo), np.minimum(u_hat + half, u_hi)
+        t = np.linspace(0.0, 1.0, self.n_polish)
+        y = self._nll(x[rows], np.exp(a[:, None] + t[None, :] * (b - a)[:, None]))
+        u_new, f_new = _local_minima(CubicSpline(t, y.T, axis=0).c, a, b, u_hat)
+        found = np.isfinite(u_new)  # else the local grid missed the minimum: keep the first estimate
+        result.e_mle[rows[found]] = np.exp(u_new[found])
+        result.nll[rows[found]] = f_new[found]
+
+    def _grid_problems(
+        self, u: np.ndarray, y: np.ndarray, u_edges: tuple[float, float]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows whose refinement grid is too tight (an end inside the range rises by less than 1 above the
+        minimum, so a crossing may lie outside) or too coarse (fewer than ``min_points`` within ``bracket_rise``)."""
+        rise = y - y.min(axis=1, keepdims=True)
+        tiny = 1e-9 * (u_edges[1] - u_edges[0])
+        open_lo = (rise[:, 0] < 2 * _UP) & (u[:, 0] > u_edges[0] + tiny)
+        open_hi = (rise[:, -1] < 2 * _UP) & (u[:, -1] < u_edges[1] - tiny)
+        return open_lo | open_hi, (rise < self.bracket_rise).sum(axis=1) < self.min_points
 
 
 def _multimodal(y: np.ndarray, delta: float) -> np.ndarray:
@@ -313,6 +382,28 @@ def _bracket(u: np.ndarray, y: np.ndarray, rise: float) -> tuple[np.ndarray, np.
     return u[rows, left].copy(), u[rows, right].copy()
 
 
+def _parabola_bracket(
+    u: np.ndarray, y: np.ndarray, a_safe: np.ndarray, b_safe: np.ndarray, rise: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where the parabola through each row's best grid point and its neighbours rises by ``rise``, inside
+    ``[a_safe, b_safe]``; rows without an interior minimum of positive curvature keep ``[a_safe, b_safe]``."""
+    n, g = y.shape
+    rows = np.arange(n)
+    best = y.argmin(axis=1)
+    mid = best.clip(1, g - 2)
+    y0, y1, y2 = y[rows, mid - 1], y[rows, mid], y[rows, mid + 1]
+    h = u[rows, mid + 1] - u[rows, mid]
+    second = y0 - 2 * y1 + y2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        centre = u[rows, mid] + 0.5 * h * (y0 - y2) / second
+        half = h * np.sqrt(2 * rise / second)
+    ok = (best == mid) & (second > 0) & np.isfinite(centre) & np.isfinite(half)
+    a = np.where(ok, np.maximum(centre - half, a_safe), a_safe)
+    b = np.where(ok, np.minimum(centre + half, b_safe), b_safe)
+    bad = b <= a
+    return np.where(bad, a_safe, a), np.where(bad, b_safe, b)
+
+
 def _minimize(
     coef: np.ndarray,
     a: np.ndarray,
@@ -344,6 +435,31 @@ def _minimize(
         m.errors = [step]
         out.append(_interval(m, spline, (ai, bi), energy_range, multimodal=bool(multimodal[i])))
     return CalibrationResult(*(np.array(v) for v in zip(*out, strict=True)))
+
+
+def _local_minima(
+    coef: np.ndarray, a: np.ndarray, b: np.ndarray, u_start: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """MIGRAD on each row's spline over ``[a, b]`` from ``u_start``; NaN where the minimum is not strictly inside."""
+    k = coef.shape[1]
+    coef_rows = np.ascontiguousarray(coef.transpose(2, 0, 1)).tolist()
+    spline = _Spline()
+    m = Minuit(spline, 0.0, grad=spline.grad, name=("u",))
+    m.errordef = _UP
+    m.tol = 1e-4
+    u_out, f_out = np.full(len(a), np.nan), np.full(len(a), np.nan)
+    for i in range(len(a)):
+        ai, bi = float(a[i]), float(b[i])
+        spline.set(coef_rows[i], ai, (bi - ai) / k, k)
+        m.reset()
+        m.limits = [(ai, bi)]
+        m.values = [float(u_start[i])]
+        m.errors = [0.1 * (bi - ai)]
+        m.migrad()
+        u = m.values[0]
+        if m.valid and ai + 1e-3 * (bi - ai) < u < bi - 1e-3 * (bi - ai):
+            u_out[i], f_out[i] = u, m.fval
+    return u_out, f_out
 
 
 def _interval(

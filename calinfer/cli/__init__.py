@@ -19,10 +19,19 @@ def main() -> None:
 
 
 def _register() -> None:
-    from calinfer.cli import anomaly_cmd, cathode_cmd, evaluate_cmd, geometry_cmd, info_cmd, simulate_cmd
+    from calinfer.cli import (
+        anomaly_cmd,
+        calibrate_cmd,
+        cathode_cmd,
+        evaluate_cmd,
+        geometry_cmd,
+        info_cmd,
+        simulate_cmd,
+    )
 
     main.add_command(anomaly_cmd.anomaly)
     main.add_command(anomaly_cmd.sic)
+    main.add_command(calibrate_cmd.calibrate)
     main.add_command(cathode_cmd.cathode)
     main.add_command(evaluate_cmd.evaluate)
     main.add_command(geometry_cmd.geometry)
