@@ -172,15 +172,16 @@ def test_profile_score_reaches_the_analytic_maximum():
     e_star = np.clip(np.exp(log_e_star), 1, 100)
     expected = StandIn.layers(y, e_star[:, None])[:, 0] + StandIn.voxels(showers)
     inside = (np.exp(log_e_star) > 1.5) & (np.exp(log_e_star) < 95)
-    for score in (ProfileScore(sur), ProfileScore(sur, locate=None)):  # two-stage and brute-force grid
+    for score in (ProfileScore(sur), ProfileScore(sur, locate="layers")):  # full grid and cheap two-stage
         out = score.evaluate(showers)
         assert np.all(out["log_prob"] <= expected + 1e-9)  # nobody beats the true maximum
         np.testing.assert_allclose(out["log_prob"], expected, atol=1e-4, rtol=0)
         np.testing.assert_allclose(out["e_hat"][inside], e_star[inside], rtol=1e-3)
         assert not out["at_edge"][inside].any()
-    assert sur.calls[-1] == ("full", (200, 9))  # the last zoom round of the brute-force grid
+    # last zoom round on flow I, restart on the full density, two parabolic steps
+    assert sur.calls[-4:] == [("layers", (200, 5)), ("full", (200, 3)), ("full", (200,)), ("full", (200,))]
     # the coarse grid alone is measurably worse: refinement matters
-    coarse = ProfileScore(sur, locate=None, n_refine=0).evaluate(showers)
+    coarse = ProfileScore(sur, n_refine=0, n_polish=0).evaluate(showers)
     assert np.max(expected - coarse["log_prob"]) > 1e-3
 
 
@@ -195,10 +196,11 @@ def test_profile_polish_follows_energy_dependence_of_the_voxel_part():
     e_star = np.exp(log_e_star)[inside]
     shw = showers[np.flatnonzero(inside)]
     expected = sur.log_prob(shw, e_star)
-    out = ProfileScore(sur).evaluate(shw)
-    np.testing.assert_allclose(out["e_hat"], e_star, rtol=1e-6)  # quadratic in ln E: parabolic steps are exact
-    np.testing.assert_allclose(out["log_prob"], expected, atol=1e-8, rtol=0)
-    located_only = ProfileScore(sur, n_polish=0).evaluate(shw)  # three points around the layer maximum
+    for score in (ProfileScore(sur), ProfileScore(sur, locate="layers")):
+        out = score.evaluate(shw)
+        np.testing.assert_allclose(out["e_hat"], e_star, rtol=1e-6)  # quadratic in ln E: parabolic steps are exact
+        np.testing.assert_allclose(out["log_prob"], expected, atol=1e-8, rtol=0)
+    located_only = ProfileScore(sur, locate="layers", n_polish=0).evaluate(shw)  # 3 points around the layer max
     assert np.max(expected - located_only["log_prob"]) > 1e-3
     # the LikelihoodScore reports both parts, and they add up
     res = LikelihoodScore(sur, scale=0.935).evaluate(shw)

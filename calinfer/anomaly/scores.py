@@ -8,8 +8,8 @@ anomalous) plus auxiliary quantities (``"log_prob"``, ``"e_dep"``, ``"e_rec"`` /
   background (:class:`EnergyScale`); ``part="layers"`` uses flow I only (layer energies), ``part="voxels"`` flow II
   only (voxels given layer energies), ``part="full"`` both.
 * :class:`ProfileScore`: ``-max_E log p(x | E)``, the likelihood profiled over the incident energy (no lambda):
-  located with the cheap layer flow on a log-spaced grid with zoom refinement, then polished on the full
-  likelihood with a few parabolic steps (or a brute-force grid on the full likelihood with ``locate=None``).
+  a log-spaced grid with zoom refinement, then a few parabolic steps (optionally located with the cheap layer
+  flow only, ``locate="layers"``).
 
 The surrogate only needs ``log_prob(showers, energies, *, part=..., device=..., batch_size=...)`` with
 energies of shape ``(N,)`` or ``(N, G)`` (see ``calinfer.surrogate.ShowerSurrogate``).
@@ -224,18 +224,17 @@ class LikelihoodScore:
 class ProfileScore:
     """``-max_E log p(x | E)``: the likelihood maximized over the incident energy on the surrogate's range.
 
-    Two stages keep the cost of an expensive voxel flow low:
+    1. *locate*: the ``locate`` part (default: ``part`` itself) is evaluated on ``n_grid`` log-spaced energies,
+       then refined ``n_refine`` times, each round evaluating ``n_zoom`` points between the neighbours of the
+       current best point (the bracket shrinks by ``(n_zoom - 1) / 2`` per round);
+    2. *polish*: ``n_polish`` safeguarded parabolic steps in ln E on ``part``, starting from the best point and
+       its neighbours (or, when ``locate`` is another part, from the located energy and ``step`` on either side).
 
-    1. *locate*: the ``locate`` part (default ``"layers"``, flow I only, cheap) is maximized on ``n_grid``
-       log-spaced energies, then refined ``n_refine`` times, each round evaluating ``n_zoom`` points between the
-       neighbours of the current best point (the bracket shrinks by ``(n_zoom - 1) / 2`` per round);
-    2. *polish* (only when ``part`` differs from ``locate``): ``part`` is evaluated at the located energy and
-       ``step`` (in ln E) on either side, followed by ``n_polish`` safeguarded parabolic steps in ln E, each one
-       evaluation per shower.
-
-    With ``locate=None`` stage 1 runs on ``part`` itself (a brute-force grid, exact up to the grid refinement,
-    ``n_grid + n_refine * n_zoom`` evaluations of ``part`` per shower). The best value ever evaluated is kept,
-    so refinement never lowers the maximum.
+    Every step evaluates ``part`` once per shower, so the cost is ``n_grid + n_refine * n_zoom + n_polish``
+    evaluations per shower. ``locate="layers"`` makes stage 1 cheap (flow I only) but is only right when the
+    voxel flow moves the maximum by less than about ``step``; check it against the default on a few showers.
+    The best value ever evaluated is kept, so refinement never lowers the maximum; a narrow peak between two
+    coarse grid points can still be missed (increase ``n_grid``).
 
     Outputs: ``score``, ``log_prob`` (the maximum), ``e_hat`` (the maximizing energy, GeV), ``e_dep`` and
     ``at_edge`` (1 where the maximum sits on the boundary of the energy range).
@@ -246,13 +245,13 @@ class ProfileScore:
         surrogate: SurrogateLike,
         *,
         part: str = "full",
-        locate: str | None = "layers",
+        locate: str | None = None,
         energy_range: tuple[float, float] | None = None,
-        n_grid: int = 48,
-        n_refine: int = 4,
-        n_zoom: int = 9,
+        n_grid: int = 32,
+        n_refine: int = 2,
+        n_zoom: int = 5,
+        n_polish: int = 2,
         step: float = 0.05,
-        n_polish: int = 3,
         device: str | None = None,
         batch_size: int | None = None,
     ) -> None:
@@ -279,53 +278,43 @@ class ProfileScore:
         )
         return np.where(np.isnan(lp), -np.inf, lp)
 
-    def _grid_search(self, showers: Showers, part: str) -> tuple[np.ndarray, np.ndarray]:
-        """Coarse grid plus zoom rounds on ``part``: (best ln E, best log p) per shower."""
-        lo, hi = np.log(self.energy_range)
-        n = len(showers)
-        grid = np.linspace(lo, hi, self.n_grid)
-        lp = self._log_prob(showers, grid[None, :], part)  # (1, G): every shower at every grid energy
-        i = np.argmax(lp, axis=1)
-        rows = np.arange(n)
-        best_lp, best_x = lp[rows, i], grid[i]
-        a, b = grid[np.maximum(i - 1, 0)], grid[np.minimum(i + 1, self.n_grid - 1)]
-        t = np.linspace(0.0, 1.0, self.n_zoom)
-        for _ in range(self.n_refine):
-            pts = a[:, None] + (b - a)[:, None] * t[None, :]
-            lp = self._log_prob(showers, pts, part)
-            k = np.argmax(lp, axis=1)
-            better = lp[rows, k] > best_lp
-            best_lp = np.where(better, lp[rows, k], best_lp)
-            best_x = np.where(better, pts[rows, k], best_x)
-            a, b = pts[rows, np.maximum(k - 1, 0)], pts[rows, np.minimum(k + 1, self.n_zoom - 1)]
-        return best_x, best_lp
-
-    def _polish(self, showers: Showers, x0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Safeguarded parabolic maximization of ``part`` in ln E around ``x0``: (best ln E, best log p)."""
+    def _locate(self, showers: Showers) -> tuple[np.ndarray, np.ndarray]:
+        """Grid plus zoom rounds on ``locate``: the best point and its two neighbours, ``(N, 3)`` ln E and log p."""
         lo, hi = np.log(self.energy_range)
         rows = np.arange(len(showers))
-        centre = np.clip(x0, lo + self.step, hi - self.step)
-        xs = np.stack([centre - self.step, centre, centre + self.step], axis=1)
-        fs = self._log_prob(showers, xs, self.part)
-        for _ in range(self.n_polish):
+        xs = np.linspace(lo, hi, self.n_grid)[None, :]
+        fs = self._log_prob(showers, xs, self.locate)  # (1, G): every shower at every grid energy
+        xs = np.broadcast_to(xs, fs.shape)
+        for _ in range(self.n_refine):
             k = np.argmax(fs, axis=1)
-            # the best point with its two nearest neighbours (by position) among those evaluated so far
+            a, b = xs[rows, np.maximum(k - 1, 0)], xs[rows, np.minimum(k + 1, xs.shape[1] - 1)]
+            xs = a[:, None] + (b - a)[:, None] * np.linspace(0.0, 1.0, self.n_zoom)[None, :]
+            fs = self._log_prob(showers, xs, self.locate)
+        j = np.clip(np.argmax(fs, axis=1), 1, xs.shape[1] - 2)  # three points, shifted inwards at the range edges
+        idx = np.stack([j - 1, j, j + 1], axis=1)
+        return np.take_along_axis(xs, idx, 1), np.take_along_axis(fs, idx, 1)
+
+    def _polish(self, showers: Showers, xs: np.ndarray, fs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Safeguarded parabolic maximization of ``part`` in ln E from evaluated points ``xs``, ``fs`` (N, >=3)."""
+        lo, hi = np.log(self.energy_range)
+        rows = np.arange(len(showers))
+        for _ in range(self.n_polish):
             order = np.argsort(xs, axis=1)
             xs_s, fs_s = np.take_along_axis(xs, order, 1), np.take_along_axis(fs, order, 1)
-            j = np.clip(np.argmax(fs_s, axis=1), 1, xs.shape[1] - 2)
+            j = np.clip(np.argmax(fs_s, axis=1), 1, xs.shape[1] - 2)  # best point with its nearest neighbours
             x_0, x_1, x_2 = xs_s[rows, j - 1], xs_s[rows, j], xs_s[rows, j + 1]
             f_0, f_1, f_2 = fs_s[rows, j - 1], fs_s[rows, j], fs_s[rows, j + 1]
             num = (x_1 - x_0) ** 2 * (f_1 - f_2) - (x_1 - x_2) ** 2 * (f_1 - f_0)
             den = (x_1 - x_0) * (f_1 - f_2) - (x_1 - x_2) * (f_1 - f_0)
             with np.errstate(divide="ignore", invalid="ignore"):
                 vertex = x_1 - 0.5 * num / den
-            # concave parabola: jump to its vertex (at most 4 spacings away); otherwise step past the best end
+            # concave parabola: jump to its vertex (at most two bracket widths away); otherwise step past the
+            # better end of the bracket
             width = x_2 - x_0
-            x_best = xs[rows, k]
+            x_best = xs[rows, np.argmax(fs, axis=1)]
             fallback = np.where(f_2 >= f_0, x_2 + width, x_0 - width)
             ok = np.isfinite(vertex) & (den > 0)
-            new = np.where(ok, np.clip(vertex, x_best - 2 * width, x_best + 2 * width), fallback)
-            new = np.clip(new, lo, hi)
+            new = np.clip(np.where(ok, np.clip(vertex, x_best - 2 * width, x_best + 2 * width), fallback), lo, hi)
             xs = np.concatenate([xs, new[:, None]], axis=1)
             fs = np.concatenate([fs, self._log_prob(showers, new, self.part)[:, None]], axis=1)
         k = np.argmax(fs, axis=1)
@@ -333,9 +322,12 @@ class ProfileScore:
 
     def evaluate(self, showers: Showers) -> dict[str, np.ndarray]:
         lo, hi = np.log(self.energy_range)
-        best_x, best_lp = self._grid_search(showers, self.locate)
-        if self.locate != self.part:
-            best_x, best_lp = self._polish(showers, best_x)
+        xs, fs = self._locate(showers)
+        if self.locate != self.part:  # restart the polish on the target part around the located energy
+            centre = np.clip(xs[np.arange(len(xs)), np.argmax(fs, axis=1)], lo + self.step, hi - self.step)
+            xs = np.stack([centre - self.step, centre, centre + self.step], axis=1)
+            fs = self._log_prob(showers, xs, self.part)
+        best_x, best_lp = self._polish(showers, xs, fs)
         tol = 1e-3 * (hi - lo) / (self.n_grid - 1)
         at_edge = (best_x <= lo + tol) | (best_x >= hi - tol)
         return {
