@@ -52,7 +52,7 @@ def score_file(
     tree: str = "showers",
     step_size: int = 10_000,
     device: str | None = None,
-    n_grid: int = 48,
+    n_grid: int = 32,
     clip_negative: float = 0.0,
     progress: bool = False,
 ) -> dict:
@@ -127,7 +127,7 @@ def score_file(
 )
 @click.option("--tree", default="showers", show_default=True, help="Input tree (ROOT).")
 @click.option("--step-size", default=10_000, show_default=True, help="Showers read and scored per chunk.")
-@click.option("--n-grid", default=48, show_default=True, help="Coarse energy grid points of --score profile.")
+@click.option("--n-grid", default=32, show_default=True, help="Coarse energy grid points of --score profile.")
 @click.option("--clip-negative", default=0.0, show_default=True, help="Set voxels above -this GeV and below 0 to 0.")
 @click.option("--device", help="torch device (default: GPU when present).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
