@@ -366,3 +366,54 @@ def test_cli_anomaly_and_sic(tmp_path, monkeypatch):
     assert report["metrics"]["score"]["auc"] == pytest.approx(metrics.auc(s, b))
     assert report["metrics"]["score"]["max_sic"] == pytest.approx(metrics.max_sic(s, b, min_background=20))
     assert all((tmp_path / "sic" / f).stat().st_size > 0 for f in ("roc.pdf", "sic.pdf", "scores.pdf"))
+
+
+def test_integration_with_a_real_surrogate(tmp_path):
+    """The scores and the CLI on a small untrained ShowerSurrogate (plumbing, shapes, consistency of the parts)."""
+    surrogate_mod = pytest.importorskip("calinfer.surrogate")
+    from click.testing import CliRunner
+
+    from calinfer import datasets
+    from calinfer.cli import main
+    from calinfer.io import write_showers
+
+    photons = datasets.load("photons-val")
+    train, showers = photons[:300], photons[300:312]
+    small = {"n_blocks": 1, "hidden": 8}
+    sur = surrogate_mod.ShowerSurrogate.create(
+        GEO, train.voxels, train.incident_energy, layer_flow=small, voxel_flow=small, seed=0
+    )
+    nll = LikelihoodScore(sur, device="cpu").fit(train).evaluate(showers)
+    assert np.all(np.isfinite(nll["log_prob"]))
+    np.testing.assert_allclose(nll["log_prob"], sur.log_prob(showers, np.clip(nll["e_rec"], 1, 100)), rtol=1e-6)
+    np.testing.assert_allclose(nll["log_prob_layers"] + nll["log_prob_voxels"], nll["log_prob"], rtol=1e-9)
+    prof = ProfileScore(sur, n_grid=8, device="cpu").evaluate(showers)
+    grid = sur.log_prob(showers, np.geomspace(1, 100, 8)[None, :])
+    # never below the coarse grid (up to float32 rounding of values ~3000, which depends on the batch layout)
+    assert np.all(prof["log_prob"] >= grid.max(axis=1) - 1e-2)
+    np.testing.assert_allclose(sur.log_prob(showers, prof["e_hat"]), prof["log_prob"], rtol=1e-6, atol=1e-2)
+    model_dir = sur.save(tmp_path / "model")
+    write_showers(tmp_path / "x.root", showers)
+    res = CliRunner().invoke(
+        main,
+        [
+            "anomaly",
+            str(tmp_path / "x.root"),
+            "-o",
+            str(tmp_path / "s.root"),
+            "--model",
+            str(model_dir),
+            "--score",
+            "profile",
+            "--n-grid",
+            "8",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    import uproot
+
+    with uproot.open(tmp_path / "s.root") as f:
+        np.testing.assert_allclose(f["anomaly"]["score"].array(library="np"), prof["score"], rtol=1e-6, atol=1e-2)
