@@ -155,15 +155,18 @@ class LayerLogRatio:
 
 
 def auto_dequantization_width(voxels: np.ndarray) -> float:
-    """The smallest positive voxel energy rounded down to a power of ten (GeV; 1e-6 without any).
+    """Dequantization width (GeV) for showers with exact zeros: the smallest positive voxel energy rounded
+    down to a power of ten; a thousandth of that when there are no zeros; 1e-6 when nothing is positive.
 
-    With this width the cells ``[0, delta)`` of zero voxels never overlap the dequantized
-    non-zero voxels, and with a read-out threshold the two regions are adjacent.
+    With this width the cells ``[0, delta)`` of zero voxels never overlap the dequantized non-zero
+    voxels, and with a read-out threshold the two regions are adjacent.
     """
-    smallest = float(np.min(voxels, where=np.asarray(voxels) > 0, initial=np.inf))
+    voxels = np.asarray(voxels)
+    smallest = float(np.min(voxels, where=voxels > 0, initial=np.inf))
     if not np.isfinite(smallest):
         return 1e-6
-    return float(10.0 ** math.floor(math.log10(smallest) + 1e-9))
+    width = 10.0 ** math.floor(math.log10(smallest) + 1e-9)
+    return float(width if np.any(voxels == 0) else 1e-3 * width)
 
 
 def _robust_scale(values: np.ndarray, tail: float) -> tuple[np.ndarray, np.ndarray]:

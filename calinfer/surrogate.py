@@ -142,7 +142,7 @@ def _pairs(n: int, energies: float | np.ndarray) -> tuple[np.ndarray, np.ndarray
     elif e.ndim == 2:
         if e.shape[0] not in (1, n):
             raise InputError(f"energy grid of shape {e.shape} for {n} showers; give shape (1, G) or ({n}, G)")
-        grid = np.broadcast_to(e, (n, e.shape[1]))
+        grid = np.array(np.broadcast_to(e, (n, e.shape[1])))
         idx, flat, shape = np.repeat(np.arange(n), e.shape[1]), grid.reshape(-1), (n, e.shape[1])
     else:
         raise InputError(f"energies must have shape (N,), (1, G) or (N, G), got {e.shape}")
