@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -162,6 +163,17 @@ def _fold_ids(n: int, n_folds: int, rng: np.random.Generator) -> np.ndarray:
     return rng.permutation(np.arange(n) % n_folds)
 
 
+def _fit_fold(job: tuple) -> tuple[object, np.ndarray, np.ndarray]:
+    """Train fold ``k``'s classifier on the other folds; its class-1 probabilities on fold ``k`` of both samples."""
+    clf, k, x_data, x_reference, fd, fr, wr = job
+    td, tr = fd != k, fr != k
+    X = np.concatenate([x_data[td], x_reference[tr]])
+    y = np.concatenate([np.ones(td.sum()), np.zeros(tr.sum())])
+    w = np.concatenate([np.ones(td.sum()), wr[tr]])
+    clf.fit(X, y, sample_weight=w)
+    return clf, clf.predict_proba(x_data[~td])[:, 1], clf.predict_proba(x_reference[~tr])[:, 1]
+
+
 def kfold_scores(
     make_classifier: Callable[[int], object],
     x_data: np.ndarray,
@@ -171,13 +183,18 @@ def kfold_scores(
     weights_reference: np.ndarray | None = None,
     seed: int = 0,
     progress: bool = False,
+    executor: Any | None = None,
 ) -> KFoldScores:
     """Train "data (label 1) vs reference (label 0)" classifiers with k-fold cross scoring.
 
     Both samples are split into ``n_folds`` random folds; classifier ``k`` (from
     ``make_classifier(k)``) is trained on all folds but ``k`` of both samples and scores fold
     ``k`` of both. Returns the out-of-fold probability of class 1 for every event.
+    ``executor``: a ``concurrent.futures`` executor or ``distributed.Client`` that trains the folds in
+    parallel (the classifiers must be picklable); the result does not depend on it.
     """
+    from calinfer.distributed import map_ordered
+
     x_data = np.asarray(x_data, dtype=np.float64)
     x_reference = np.asarray(x_reference, dtype=np.float64)
     if n_folds < 2:
@@ -187,21 +204,9 @@ def kfold_scores(
     rng = np.random.default_rng(seed)
     fd, fr = _fold_ids(len(x_data), n_folds, rng), _fold_ids(len(x_reference), n_folds, rng)
     wr = np.ones(len(x_reference)) if weights_reference is None else np.asarray(weights_reference, dtype=np.float64)
+    jobs = [(make_classifier(k), k, x_data, x_reference, fd, fr, wr) for k in range(n_folds)]
+    fitted = map_ordered(_fit_fold, jobs, executor=executor, progress=progress, desc="k-fold")
     sd, sr = np.full(len(x_data), np.nan), np.full(len(x_reference), np.nan)
-    folds = range(n_folds)
-    models = []
-    if progress:
-        from tqdm.auto import tqdm
-
-        folds = tqdm(folds, desc="k-fold", unit="fold")
-    for k in folds:
-        td, tr = fd != k, fr != k
-        X = np.concatenate([x_data[td], x_reference[tr]])
-        y = np.concatenate([np.ones(td.sum()), np.zeros(tr.sum())])
-        w = np.concatenate([np.ones(td.sum()), wr[tr]])
-        clf = make_classifier(k)
-        clf.fit(X, y, sample_weight=w)  # type: ignore[attr-defined]
-        models.append(clf)
-        sd[~td] = clf.predict_proba(x_data[~td])[:, 1]  # type: ignore[attr-defined]
-        sr[~tr] = clf.predict_proba(x_reference[~tr])[:, 1]  # type: ignore[attr-defined]
-    return KFoldScores(sd, sr, fd, fr, models)
+    for k, (_, scores_data, scores_reference) in enumerate(fitted):
+        sd[fd == k], sr[fr == k] = scores_data, scores_reference
+    return KFoldScores(sd, sr, fd, fr, [clf for clf, _, _ in fitted])

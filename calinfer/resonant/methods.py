@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,25 @@ ClassifierFactory = Callable[[int], object]
 def default_classifier(seed: int) -> EnsembleMLP:
     """The default weakly supervised classifier (:class:`EnsembleMLP` with its defaults)."""
     return EnsembleMLP(seed=seed)
+
+
+def default_flow(seed: int) -> ConditionalFlow:
+    """The default density estimator (:class:`ConditionalFlow` with its defaults)."""
+    return ConditionalFlow(seed=seed)
+
+
+def _fit_flow(job: tuple) -> ConditionalFlow:
+    flow, x, m, progress = job
+    return flow.fit(x, m, progress=progress)
+
+
+def _train_flows(jobs: list[tuple], executor: Any | None, progress: bool) -> list[ConditionalFlow]:
+    """Fit ``(flow, x, m)`` jobs (independently seeded flows), in parallel on ``executor``; results in order."""
+    from calinfer.distributed import map_ordered
+
+    inline = executor is None
+    payload = [(flow, x, m, progress and inline) for flow, x, m in jobs]
+    return map_ordered(_fit_flow, payload, executor=executor, progress=progress and not inline, desc="flows")
 
 
 def _check(mjj: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -83,11 +103,13 @@ class _ClassifierMethod:
         classifier: ClassifierFactory = default_classifier,
         n_folds: int = 5,
         seed: int = 0,
+        executor: Any | None = None,
     ) -> None:
         self.window = window
         self.classifier = classifier
         self.n_folds = n_folds
         self.seed = seed
+        self.executor = executor
         self.scores_: np.ndarray | None = None
 
     def _scored(self) -> np.ndarray:
@@ -98,7 +120,11 @@ class _ClassifierMethod:
 
 class Cathode(_ClassifierMethod):
     """CATHODE (arXiv:2109.00546); after :meth:`fit`: ``scores_`` of the signal-region events (``sr_mask_``),
-    ``reference_scores_`` of the generated background and ``reference_member_`` (which flow made each)."""
+    ``reference_scores_`` of the generated background and ``reference_member_`` (which flow made each).
+
+    ``executor`` (a ``concurrent.futures`` executor or ``distributed.Client``) trains the ensemble flows and
+    the fold classifiers in parallel; every training has its own seed, so the result does not depend on it.
+    """
 
     def __init__(
         self,
@@ -111,11 +137,12 @@ class Cathode(_ClassifierMethod):
         n_folds: int = 5,
         seed: int = 0,
         progress: bool = False,
+        executor: Any | None = None,
     ) -> None:
-        super().__init__(window, classifier=classifier, n_folds=n_folds, seed=seed)
+        super().__init__(window, classifier=classifier, n_folds=n_folds, seed=seed, executor=executor)
         self.n_flows = n_flows
         self.oversample = oversample
-        self.flow = flow if flow is not None else (lambda s: ConditionalFlow(seed=s))
+        self.flow = flow if flow is not None else default_flow
         self.progress = progress
 
     def fit(self, mjj: np.ndarray, x: np.ndarray) -> Cathode:
@@ -125,7 +152,9 @@ class Cathode(_ClassifierMethod):
         if sb.sum() < 100 or sr.sum() < 2 * self.n_folds:
             raise InputError(f"too few events: {int(sb.sum())} in the sidebands, {int(sr.sum())} in the signal region")
         seeds = _seeds(self.seed, 2 * self.n_flows + 2)
-        self.flows_ = [self.flow(seeds[i]).fit(x[sb], mjj[sb], progress=self.progress) for i in range(self.n_flows)]
+        x_sb, m_sb = x[sb], mjj[sb]
+        jobs = [(self.flow(seeds[i]), x_sb, m_sb) for i in range(self.n_flows)]
+        self.flows_ = _train_flows(jobs, self.executor, self.progress)
         self.masses_ = MassSampler(self.window.low, self.window.high).fit(mjj[sr])
         n_gen = round(self.oversample * sr.sum())
         gen_x, member = [], []
@@ -144,6 +173,7 @@ class Cathode(_ClassifierMethod):
             n_folds=self.n_folds,
             seed=seeds[-2],
             progress=self.progress,
+            executor=self.executor,
         )
         self.scores_, self.reference_scores_ = res.scores_data, res.scores_reference
         self.kfold_ = res
@@ -187,6 +217,7 @@ class IdealizedAD(_ClassifierMethod):
             x_background,
             n_folds=self.n_folds,
             seed=fold_seeds[-1],
+            executor=self.executor,
         )
         self.scores_, self.reference_scores_ = res.scores_data, res.scores_reference
         return self
@@ -201,7 +232,12 @@ class CWoLa(_ClassifierMethod):
         sb = self.window.in_sidebands(mjj)
         fold_seeds = _seeds(self.seed, self.n_folds + 1)
         res = kfold_scores(
-            lambda k: self.classifier(fold_seeds[k]), x[self.sr_mask_], x[sb], n_folds=self.n_folds, seed=fold_seeds[-1]
+            lambda k: self.classifier(fold_seeds[k]),
+            x[self.sr_mask_],
+            x[sb],
+            n_folds=self.n_folds,
+            seed=fold_seeds[-1],
+            executor=self.executor,
         )
         self.scores_ = res.scores_data
         return self
@@ -213,7 +249,12 @@ class Supervised(_ClassifierMethod):
     def fit(self, x_signal: np.ndarray, x_background: np.ndarray) -> Supervised:
         fold_seeds = _seeds(self.seed, self.n_folds + 1)
         res = kfold_scores(
-            lambda k: self.classifier(fold_seeds[k]), x_signal, x_background, n_folds=self.n_folds, seed=fold_seeds[-1]
+            lambda k: self.classifier(fold_seeds[k]),
+            x_signal,
+            x_background,
+            n_folds=self.n_folds,
+            seed=fold_seeds[-1],
+            executor=self.executor,
         )
         self.scores_, self.reference_scores_ = res.scores_data, res.scores_reference
         return self
@@ -224,7 +265,8 @@ class Anode:
 
     ``p_bkg`` is a flow trained on the sidebands (or the first flow of a fitted :class:`Cathode`);
     ``p_data`` is estimated with ``n_folds`` flows on the signal-region data, each scoring only the fold
-    it did not see. Infinite ratios (events outside a flow's support) are clipped to +-50.
+    it did not see. Infinite ratios (events outside a flow's support) are clipped to +-50. ``executor``
+    trains the flows in parallel, as for :class:`Cathode`.
     """
 
     def __init__(
@@ -235,25 +277,30 @@ class Anode:
         n_folds: int = 5,
         seed: int = 0,
         progress: bool = False,
+        executor: Any | None = None,
     ) -> None:
         self.window = window
-        self.flow = flow if flow is not None else (lambda s: ConditionalFlow(seed=s))
+        self.flow = flow if flow is not None else default_flow
         self.n_folds = n_folds
         self.seed = seed
         self.progress = progress
+        self.executor = executor
         self.scores_: np.ndarray | None = None
 
     def fit(self, mjj: np.ndarray, x: np.ndarray, background_flow: ConditionalFlow | None = None) -> Anode:
         mjj, x = _check(mjj, x)
         sr, sb = self.window.in_sr(mjj), self.window.in_sidebands(mjj)
         seeds = _seeds(self.seed, self.n_folds + 2)
-        self.background_flow_ = background_flow or self.flow(seeds[-1]).fit(x[sb], mjj[sb], progress=self.progress)
         xs, ms = x[sr], mjj[sr]
         folds = np.random.default_rng(seeds[-2]).permutation(np.arange(len(xs)) % self.n_folds)
+        jobs = [(self.flow(seeds[k]), xs[folds != k], ms[folds != k]) for k in range(self.n_folds)]
+        if background_flow is None:
+            jobs.append((self.flow(seeds[-1]), x[sb], mjj[sb]))
+        fitted = _train_flows(jobs, self.executor, self.progress)
+        self.background_flow_ = background_flow or fitted[-1]
         log_data = np.empty(len(xs))
         for k in range(self.n_folds):
-            f = self.flow(seeds[k]).fit(xs[folds != k], ms[folds != k], progress=self.progress)
-            log_data[folds == k] = f.log_prob(xs[folds == k], ms[folds == k])
+            log_data[folds == k] = fitted[k].log_prob(xs[folds == k], ms[folds == k])
         with np.errstate(invalid="ignore"):  # -inf - -inf for events outside both supports -> nan -> 0
             ratio = log_data - self.background_flow_.log_prob(xs, ms)
         self.sr_mask_ = sr

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -96,8 +98,13 @@ def run_search(
     *,
     reference: pd.DataFrame | None = None,
     progress: bool = False,
+    executor: Any | None = None,
 ) -> SearchResult:
-    """Run the search (see module docstring). ``reference``: true background for the idealized baseline."""
+    """Run the search (see module docstring). ``reference``: true background for the idealized baseline.
+
+    ``executor`` (a ``concurrent.futures`` executor or ``distributed.Client``) runs the independent trainings
+    (ensemble flows, folds) in parallel; the result is the same as without it.
+    """
     cfg = config or SearchConfig()
     mjj, x, label = _columns(data, cfg.features)
     keep = window.in_range(mjj)
@@ -107,15 +114,11 @@ def run_search(
     counts = np.histogram(mjj, edges)[0]
     before = bump_hunt(edges, counts, window, n_params=cfg.n_params)
 
-    def flow(s: int) -> ConditionalFlow:
-        return ConditionalFlow(**{**cfg.flow, "seed": s})
-
-    def clf(s: int) -> EnsembleMLP:
-        return EnsembleMLP(**{**cfg.classifier, "seed": s})
-
+    flow = partial(_configured, ConditionalFlow, cfg.flow)  # picklable, so results can come back from workers
+    clf = partial(_configured, EnsembleMLP, cfg.classifier)
     cathode = Cathode(
         window, n_flows=cfg.n_flows, oversample=cfg.oversample, flow=flow, classifier=clf, n_folds=cfg.n_folds,
-        seed=cfg.seed, progress=progress,
+        seed=cfg.seed, progress=progress, executor=executor,
     ).fit(mjj, x)  # fmt: skip
     sr = cathode.sr_mask_
     all_scores = np.empty(len(mjj))
@@ -170,7 +173,7 @@ def run_search(
         summary["n_signal_in_sr"] = int(sig.sum())
         summary["s_over_b_sr"] = float(sig.sum() / bkg.sum())
         scores["CATHODE"] = (cathode.scores_[sig], cathode.scores_[bkg])
-        scores.update(_baselines(cfg, window, mjj, x, sr, sig, bkg, reference, cathode, flow, clf, progress))
+        scores.update(_baselines(cfg, window, mjj, x, sr, sig, bkg, reference, cathode, flow, clf, progress, executor))
         summary["max_sic"] = {}
         for name, (s, b) in scores.items():
             try:
@@ -182,25 +185,28 @@ def run_search(
     return SearchResult(summary, cathode, edges, counts, counts_after, scores)
 
 
-def _baselines(cfg, window, mjj, x, sr, sig, bkg, reference, cathode, flow, clf, progress) -> dict:
+def _configured(cls: type, options: dict, seed: int):
+    return cls(**{**options, "seed": seed})
+
+
+def _baselines(cfg, window, mjj, x, sr, sig, bkg, reference, cathode, flow, clf, progress, executor) -> dict:
     out = {}
+    common = {"n_folds": cfg.n_folds, "seed": cfg.seed, "executor": executor}
     if "idealized" in cfg.baselines:
         if reference is None:
             raise InputError("the idealized baseline needs a reference background sample")
         ref_m, ref_x, _ = _columns(reference, cfg.features)
-        ideal = IdealizedAD(window, classifier=clf, n_folds=cfg.n_folds, seed=cfg.seed).fit(
-            mjj, x, ref_x[window.in_sr(ref_m)]
-        )
+        ideal = IdealizedAD(window, classifier=clf, **common).fit(mjj, x, ref_x[window.in_sr(ref_m)])
         out["idealized AD"] = (ideal.scores_[sig], ideal.scores_[bkg])
     if "cwola" in cfg.baselines:
-        cwola = CWoLa(window, classifier=clf, n_folds=cfg.n_folds, seed=cfg.seed).fit(mjj, x)
+        cwola = CWoLa(window, classifier=clf, **common).fit(mjj, x)
         out["CWoLa"] = (cwola.scores_[sig], cwola.scores_[bkg])
     if "anode" in cfg.baselines:
-        anode = Anode(window, flow=flow, n_folds=cfg.n_folds, seed=cfg.seed, progress=progress)
+        anode = Anode(window, flow=flow, progress=progress, **common)
         anode.fit(mjj, x, background_flow=cathode.flows_[0])
         out["ANODE"] = (anode.scores_[sig], anode.scores_[bkg])
     if "supervised" in cfg.baselines:
         xs = x[sr]
-        sup = Supervised(window, classifier=clf, n_folds=cfg.n_folds, seed=cfg.seed).fit(xs[sig], xs[bkg])
+        sup = Supervised(window, classifier=clf, **common).fit(xs[sig], xs[bkg])
         out["supervised"] = (sup.scores_, sup.reference_scores_)
     return out

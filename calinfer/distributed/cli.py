@@ -1,0 +1,165 @@
+"""Command-line glue for many files: the shared options of ``calinfer calibrate`` / ``calinfer anomaly``.
+
+:func:`scale_out_options` adds ``--out-dir``, ``--scheduler``, ``--dask-workers``, ``--jobs`` and
+``--retries`` to a command whose first argument is ``FILES...``; :meth:`ScaleOut.from_cli` decides whether
+the command runs the classic single-file path or :func:`~calinfer.distributed.run_over_files`, and
+:meth:`ScaleOut.run` runs, reports and turns failures into a non-zero exit. Only click is imported here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["ScaleOut", "scale_out_options"]
+
+
+def scale_out_options(command: Callable) -> Callable:
+    """Add the many-files / cluster options (they arrive as keyword arguments, see :meth:`ScaleOut.from_cli`)."""
+    options = [
+        click.option(
+            "--out-dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Output directory for many input files: DIR/<input stem>.<tree>.root, one per input.",
+        ),
+        click.option(
+            "--scheduler",
+            metavar="ADDRESS",
+            default=None,
+            help="Run on a Dask cluster: scheduler address (tcp://host:8786) or scheduler file.",
+        ),
+        click.option(
+            "--dask-workers",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Run on a local Dask cluster of N single-threaded worker processes.",
+        ),
+        click.option(
+            "--jobs",
+            "-j",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Local worker processes without Dask [default: all cores; 1: in this process].",
+        ),
+        click.option(
+            "--retries",
+            type=click.IntRange(min=0),
+            default=2,
+            show_default=True,
+            help="Extra attempts for a chunk lost to a failed worker.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@dataclass
+class ScaleOut:
+    """The inputs and outputs of a command run and where it runs (``distributed``: not the single-file path)."""
+
+    files: list[Path]
+    out: str | None
+    out_dir: str | None
+    scheduler: str | None
+    dask_workers: int | None
+    jobs: int | None
+    retries: int
+
+    @property
+    def distributed(self) -> bool:
+        """Whether to run through :func:`run_over_files` (many files, an output directory, or workers asked for)."""
+        return len(self.files) > 1 or any(
+            v is not None for v in (self.out_dir, self.scheduler, self.dask_workers, self.jobs)
+        )
+
+    @classmethod
+    def from_cli(
+        cls,
+        files: tuple[str, ...],
+        out: str | None,
+        *,
+        out_dir: str | None = None,
+        scheduler: str | None = None,
+        dask_workers: int | None = None,
+        jobs: int | None = None,
+        retries: int = 2,
+    ) -> ScaleOut:
+        """Expand ``files`` (paths and quoted glob patterns) and check the output options."""
+        from calinfer.distributed.runner import expand_inputs
+        from calinfer.errors import CalinferError
+
+        if scheduler is not None and dask_workers is not None:
+            raise click.UsageError("give either --scheduler or --dask-workers, not both")
+        if out is not None and out_dir is not None:
+            raise click.UsageError("give either --out (one input file) or --out-dir (any number), not both")
+        try:
+            paths = expand_inputs(files)
+        except CalinferError as err:
+            raise click.BadParameter(str(err), param_hint="FILES") from err
+        if out is None and out_dir is None:
+            raise click.UsageError("name the output: --out FILE for one input file, or --out-dir DIR")
+        if out is not None and len(paths) > 1:
+            raise click.UsageError(f"--out takes one input file but {len(paths)} were given; use --out-dir DIR")
+        return cls(paths, out, out_dir, scheduler, dask_workers, jobs, retries)
+
+    def where(self) -> str:
+        """Where the work runs, for the log."""
+        if self.scheduler is not None:
+            return f"the Dask cluster at {self.scheduler}"
+        if self.dask_workers is not None:
+            return f"a local Dask cluster of {self.dask_workers} worker processes"
+        n = self.jobs or os.cpu_count() or 1
+        return "this process" if n == 1 else f"{n} local processes"
+
+    def run(
+        self,
+        task: Any,
+        *,
+        chunk_size: int,
+        progress: bool = True,
+        on_file: Callable[[str, Path, dict], None] | None = None,
+    ) -> Any:
+        """Run ``task`` over the files, print a summary, raise :class:`click.ClickException` on failures.
+
+        Returns the :class:`~calinfer.distributed.RunReport`.
+        """
+        from calinfer.distributed.executors import open_executor
+        from calinfer.distributed.runner import run_over_files
+        from calinfer.errors import CalinferError
+
+        options: dict[str, Any] = {
+            "out_dir": self.out_dir,
+            "outputs": None if self.out_dir is not None else [self.out],
+            "chunk_size": chunk_size,
+            "retries": self.retries,
+            "progress": progress,
+            "on_file": on_file,
+        }
+        click.echo(f"{task.tree}: {len(self.files)} file(s) on {self.where()}", err=True)
+        try:
+            if self.scheduler is None and self.dask_workers is None:
+                report = run_over_files(self.files, task, jobs=self.jobs, **options)
+            else:
+                with open_executor(scheduler=self.scheduler, dask_workers=self.dask_workers) as client:
+                    report = run_over_files(self.files, task, executor=client, **options)
+        except CalinferError as err:
+            raise click.ClickException(str(err)) from err
+        rate = report.n_showers / max(report.seconds, 1e-9)
+        target = self.out_dir if self.out_dir is not None else self.out
+        retried = f", {report.n_retried} chunk(s) retried" if report.n_retried else ""
+        click.echo(
+            f"wrote {len(report.outputs)} file(s) (tree '{task.tree}', {report.n_showers} showers) to {target} "
+            f"in {report.seconds:.1f} s ({rate:.0f} showers/s{retried})"
+        )
+        try:
+            report.raise_for_failures()
+        except CalinferError as err:
+            raise click.ClickException(str(err)) from err
+        return report

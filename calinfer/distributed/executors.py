@@ -1,0 +1,218 @@
+"""Executors: in-process, a local process pool, or Dask (a ``distributed.Client``), behind one small interface.
+
+Everything in :mod:`calinfer.distributed` needs only ``executor.submit(fn, *args) -> future`` with
+``future.result()`` and ``future.add_done_callback(fn)``: :class:`concurrent.futures.Executor` objects and
+``distributed.Client`` both qualify. :func:`open_executor` picks one from command-line style options and
+:func:`map_ordered` runs independent jobs on any of them and returns the results in submission order.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import multiprocessing
+import os
+import queue
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from calinfer.errors import CalinferError, InputError
+
+__all__ = [
+    "CompletionQueue",
+    "InlineExecutor",
+    "check_workers",
+    "dask_available",
+    "is_dask_client",
+    "map_ordered",
+    "open_executor",
+    "process_pool",
+    "submit",
+]
+
+_INSTALL_HINT = "install it with: pip install 'calinfer[dask]'"
+
+
+def dask_available() -> bool:
+    """Whether ``dask.distributed`` can be imported."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def is_dask_client(executor: object) -> bool:
+    """Whether ``executor`` is a ``distributed.Client`` (checked without importing Dask)."""
+    return any(cls.__name__ == "Client" and cls.__module__.startswith("distributed") for cls in type(executor).__mro__)
+
+
+class InlineExecutor(concurrent.futures.Executor):
+    """Runs every job at once in the calling process (``jobs=1``, and the reference for reproducibility tests)."""
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as err:
+            future.set_exception(err)
+        return future
+
+
+_PRELOAD = ["torch", "calinfer.surrogate", "calinfer.calibration", "calinfer.anomaly", "calinfer.io"]
+
+
+def process_pool(workers: int | None = None) -> concurrent.futures.ProcessPoolExecutor:
+    """A pool of ``workers`` processes (default: all cores), safe to start after torch is loaded.
+
+    Workers fork from a *forkserver* that has imported torch and calinfer once (a fresh pool starts in a
+    fraction of a second); where there is no forkserver, they are spawned.
+    """
+    n = workers or os.cpu_count() or 1
+    if n < 1:
+        raise InputError(f"need at least one worker process, got {n}")
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(_PRELOAD)
+    else:
+        context = multiprocessing.get_context("spawn")
+    return concurrent.futures.ProcessPoolExecutor(max_workers=n, mp_context=context)
+
+
+def submit(executor: Any, fn: Callable, *args: Any, key: str | None = None, priority: int = 0):
+    """``executor.submit(fn, *args)``; on Dask never deduplicated (``pure=False``), named ``key`` and prioritised."""
+    if is_dask_client(executor):
+        name = f"{key or getattr(fn, '__name__', type(fn).__name__)}-{uuid.uuid4().hex[:8]}"
+        return executor.submit(fn, *args, key=name, pure=False, priority=priority)
+    return executor.submit(fn, *args)
+
+
+class CompletionQueue:
+    """Futures of any executor in the order they finish; more can be added while iterating.
+
+    ``add(future, tag)`` registers a future; iterating yields ``(future, tag)`` pairs as they finish, until
+    every registered future has been yielded (the callbacks of both executor kinds feed one queue).
+    """
+
+    def __init__(self) -> None:
+        self._done: queue.Queue = queue.Queue()
+        self._outstanding = 0
+
+    def add(self, future: Any, tag: Any = None) -> None:
+        self._outstanding += 1
+        future.add_done_callback(lambda f: self._done.put((f, tag)))
+
+    def __len__(self) -> int:
+        return self._outstanding
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        while self._outstanding:
+            item = self._done.get()
+            self._outstanding -= 1
+            yield item
+
+
+def map_ordered(
+    fn: Callable,
+    items: Sequence,
+    *,
+    executor: Any | None = None,
+    progress: bool = False,
+    desc: str = "jobs",
+) -> list:
+    """``[fn(item) for item in items]`` with every call submitted to ``executor`` (``None``: run inline).
+
+    Results come back in the order of ``items`` whatever order the jobs finish in, so a job that draws
+    its randomness from its own seed gives the same result locally and on a cluster. The first failed
+    job (in item order) raises its exception after all jobs have finished.
+    """
+    items = list(items)
+    executor = executor if executor is not None else InlineExecutor()
+    futures = [submit(executor, fn, item, key=desc.replace(" ", "-"), priority=-i) for i, item in enumerate(items)]
+    finished = CompletionQueue()
+    for i, future in enumerate(futures):
+        finished.add(future, i)
+    with contextlib.ExitStack() as stack:
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = stack.enter_context(tqdm(total=len(items), desc=desc, unit="job"))
+        for _ in finished:
+            if bar is not None:
+                bar.update(1)
+    return [future.result() for future in futures]
+
+
+@contextlib.contextmanager
+def open_executor(
+    *,
+    scheduler: str | None = None,
+    dask_workers: int | None = None,
+    jobs: int | None = None,
+) -> Iterator[Any]:
+    """The executor named by command-line options, closed on exit.
+
+    ``scheduler``: address of a running Dask scheduler (``tcp://host:8786``), or the path of its scheduler
+    file; ``dask_workers``: start a local Dask cluster of that many single-threaded worker processes;
+    otherwise a local process pool of ``jobs`` processes (default: all cores), or in-process for ``jobs=1``.
+    """
+    if scheduler is not None and dask_workers is not None:
+        raise InputError("give either a Dask scheduler address or a number of local Dask workers, not both")
+    if scheduler is None and dask_workers is None:
+        if jobs == 1:
+            yield InlineExecutor()
+            return
+        with process_pool(jobs) as pool:
+            yield pool
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as err:
+        raise CalinferError(f"running on Dask needs the 'distributed' package ({err}); {_INSTALL_HINT}") from err
+    if dask_workers is not None:
+        if dask_workers < 1:
+            raise InputError(f"--dask-workers must be at least 1, got {dask_workers}")
+        with (
+            LocalCluster(n_workers=dask_workers, threads_per_worker=1, processes=True, dashboard_address=None) as c,
+            Client(c) as client,
+        ):
+            yield client
+        return
+    is_file = os.path.isfile(scheduler)
+    try:
+        client = Client(scheduler_file=scheduler) if is_file else Client(scheduler, timeout="30s")
+    except (OSError, TimeoutError) as err:
+        raise CalinferError(
+            f"cannot connect to the Dask scheduler at {scheduler} ({err}); check the address (tcp://HOST:8786) "
+            "and that 'dask scheduler' is running and reachable"
+        ) from err
+    with client:
+        check_workers(client)
+        yield client
+
+
+def _worker_version() -> str:
+    import calinfer
+
+    return calinfer.__version__
+
+
+def check_workers(client: Any) -> None:
+    """Raise :class:`CalinferError` if a connected Dask worker lacks calinfer or runs another version of it."""
+    import calinfer
+
+    try:
+        versions = client.run(_worker_version)
+    except Exception as err:
+        raise CalinferError(
+            f"the Dask workers cannot run calinfer ({type(err).__name__}: {err}); install calinfer "
+            f"{calinfer.__version__} in the workers' environment"
+        ) from err
+    wrong = {worker: v for worker, v in versions.items() if v != calinfer.__version__}
+    if wrong:
+        raise CalinferError(
+            f"Dask workers run other calinfer versions than this client ({calinfer.__version__}): {wrong}; "
+            "install the same version everywhere"
+        )
