@@ -115,7 +115,7 @@ def calibrate_file(
     type=float,
     default=None,
     metavar="LO HI",
-    help="Allowed incident-energy range in GeV [default: 1 100, or the model's range].",
+    help="Allowed incident-energy range in GeV [default: the model's training range, else 1 100].",
 )
 @click.option("--tree", default="showers", show_default=True, help="Input TTree name (ROOT).")
 @click.option("--voxel-branch", default="voxels", show_default=True, help="Input voxel branch/dataset.")
