@@ -358,8 +358,8 @@ def plot_loss_curves(training: dict, path: str | os.PathLike) -> Path:
     for ax, name, title in zip(axes, _PHASES, ("flow I: layer energies", "flow II: voxel shapes"), strict=True):
         hist = training[name]["history"]
         epochs = np.arange(1, len(hist["train"]) + 1)
-        ax.plot(epochs, hist["train"], label="train")
-        ax.plot(epochs, hist["val"], label="validation")
+        ax.plot(epochs, hist["train"], marker="o", markersize=3, label="train")
+        ax.plot(epochs, hist["val"], marker="o", markersize=3, label="validation")
         ax.set_xlabel("epoch")
         ax.set_ylabel("NLL per shower (flow variables)")
         ax.set_title(title)
