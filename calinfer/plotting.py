@@ -46,6 +46,26 @@ def hep_style() -> Iterator[None]:
         yield
 
 
+_COLORS = (
+    "tab:blue",
+    "tab:orange",
+    "tab:green",
+    "tab:red",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:olive",
+    "tab:cyan",
+    "black",
+)
+_LINESTYLES = ("-", "--", "-.", ":")
+
+
+def _line_style(i: int) -> dict:
+    """Distinct colour (and, past ten curves, line style) of the ``i``-th curve of a figure."""
+    return {"color": _COLORS[i % len(_COLORS)], "ls": _LINESTYLES[(i // len(_COLORS)) % len(_LINESTYLES)]}
+
+
 def _axes(ax, figsize=(8, 6)):
     import matplotlib.pyplot as plt
 
@@ -67,9 +87,9 @@ def plot_roc(
         fig, ax = _axes(ax)
         t = np.linspace(0.01, 1, 200)
         ax.plot(t, 1 / t, color="grey", ls=":", label="random")
-        for name, roc in curves.items():
+        for i, (name, roc) in enumerate(curves.items()):
             ok = roc.fpr > 0
-            (line,) = ax.plot(roc.tpr[ok], 1 / roc.fpr[ok], label=f"{name} (AUC {roc.auc:.3f})")
+            (line,) = ax.plot(roc.tpr[ok], 1 / roc.fpr[ok], label=f"{name} (AUC {roc.auc:.3f})", **_line_style(i))
             band = (bands or {}).get(name)
             if band is not None:
                 ax.fill_between(band.tpr, band.low, band.high, color=line.get_color(), alpha=0.25, lw=0)
@@ -77,7 +97,7 @@ def plot_roc(
         ax.set_xlim(0, 1)
         ax.set_xlabel("Signal efficiency (TPR)")
         ax.set_ylabel("Background rejection 1/FPR")
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="x-small" if len(curves) > 4 else "small", ncol=2 if len(curves) > 5 else 1)
         if title:
             ax.set_title(title, fontsize="medium")
     return fig, ax
@@ -96,11 +116,11 @@ def plot_sic(
         fig, ax = _axes(ax)
         t = np.linspace(0.0, 1, 200)
         ax.plot(t, np.sqrt(t), color="grey", ls=":", label="random")
-        for name, roc in curves.items():
+        for i, (name, roc) in enumerate(curves.items()):
             tpr, sic = roc.sic(min_background)
             if not tpr.size:
                 continue
-            (line,) = ax.plot(tpr, sic, label=f"{name} (max {sic.max():.1f})")
+            (line,) = ax.plot(tpr, sic, label=f"{name} (max {sic.max():.1f})", **_line_style(i))
             band = (bands or {}).get(name)
             if band is not None:
                 ax.fill_between(band.tpr, band.low, band.high, color=line.get_color(), alpha=0.25, lw=0)
@@ -108,7 +128,14 @@ def plot_sic(
         ax.set_ylim(bottom=0)
         ax.set_xlabel("Signal efficiency (TPR)")
         ax.set_ylabel("SIC = TPR/√FPR")
-        ax.legend(fontsize="small", title=f"cuts keeping ≥ {min_background:g} bkg", title_fontsize="small")
+        ax.set_ylim(top=ax.get_ylim()[1] * (1.6 if len(curves) > 4 else 1.2))  # room for the legend
+        ax.legend(
+            fontsize="x-small" if len(curves) > 4 else "small",
+            ncol=2 if len(curves) > 4 else 1,
+            loc="upper left",
+            title=f"cuts keeping ≥ {min_background:g} background",
+            title_fontsize="x-small",
+        )
         if title:
             ax.set_title(title, fontsize="medium")
     return fig, ax
@@ -139,11 +166,11 @@ def plot_score_distributions(
     edges = np.linspace(lo, hi, bins + 1)
     with hep_style():
         fig, ax = _axes(ax)
-        for (name, _), vals in zip(samples.items(), finite, strict=True):
+        for i, ((name, _), vals) in enumerate(zip(samples.items(), finite, strict=True)):
             if not vals.size:
                 continue
             counts, _ = np.histogram(np.clip(vals, lo, hi), bins=edges)
-            mplhep.histplot(counts / counts.sum() / np.diff(edges), edges, ax=ax, label=name)
+            mplhep.histplot(counts / counts.sum() / np.diff(edges), edges, ax=ax, label=name, **_line_style(i))
         if log:
             ax.set_yscale("log")
         ax.set_xlabel(xlabel)
