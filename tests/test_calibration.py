@@ -123,6 +123,29 @@ def test_multimodal_flag() -> None:
     assert not Calibrator(GaussianModel(3.0)).fit(x).has(Status.MULTIMODAL)[0]
 
 
+class TwoPartModel:
+    """Full likelihood N(x1, 1) in E whose layers part N(x0, 3) peaks elsewhere (tests the full-scan fallback)."""
+
+    def log_prob(self, x: np.ndarray, energies: np.ndarray, part: str = "full") -> np.ndarray:
+        self.parts.append(part)
+        column, sigma = (0, 3.0) if part == "layers" else (1, 1.0)
+        return -0.5 * ((x[:, column : column + 1] - energies) / sigma) ** 2
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+
+def test_full_likelihood_scans_with_layers_part_and_falls_back() -> None:
+    model = TwoPartModel()
+    x = np.array([[30.0, 31.0], [20.0, 60.0]])  # second shower: full minimum far outside the layers basin
+    res = Calibrator(model, likelihood="full").fit(x)
+    assert np.all(res.status == Status.CONVERGED)
+    np.testing.assert_allclose(res.e_mle, [31.0, 60.0], atol=2e-3)
+    np.testing.assert_allclose(res.e_lo, [30.0, 59.0], rtol=1e-4)
+    np.testing.assert_allclose(res.e_hi, [32.0, 61.0], rtol=1e-4)
+    assert model.parts[0] == "layers" and model.parts.count("layers") == 1
+
+
 def test_coverage_on_toy_model() -> None:
     model = ResolutionModel(a=0.5)
     cal = Calibrator(model, energy_range=(1.0, 200.0))

@@ -41,10 +41,10 @@ def _finite(values: np.ndarray, what: str) -> np.ndarray:
 
 def _mode_of(sample: np.ndarray, grid_size: int) -> float:
     """Maximum of the Scott-bandwidth Gaussian KDE of ``sample``: grid search, then a finer grid around the best."""
-    kde = gaussian_kde(sample, bw_method="scott")
     lo, hi = np.quantile(sample, [0.005, 0.995])
-    if hi <= lo:
-        return float(lo)
+    if hi <= lo:  # (nearly) all values equal: no density to estimate
+        return float(np.median(sample))
+    kde = gaussian_kde(sample, bw_method="scott")
     grid = np.linspace(lo, hi, grid_size)
     best = grid[np.argmax(kde(grid))]
     step = grid[1] - grid[0]

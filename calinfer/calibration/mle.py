@@ -5,7 +5,9 @@ true energy. Each batch of showers goes through four steps; only the Minuit fits
 
 1. **coarse scan**: ``-ln L`` of every shower at ``n_scan`` energies spaced evenly in ``ln E``
    over the allowed range (one batched surrogate call); its local minima tell whether the
-   likelihood is multi-modal, its global minimum where to look;
+   likelihood is multi-modal, its global minimum where to look. For the full likelihood the
+   scan uses its layers part (flow I, about 100 times cheaper than flow II); where the
+   refinement finds the full minimum outside that basin, the full likelihood is scanned;
 2. **refinement**: a grid of ``n_refine`` points where the parabola through the best scan point
    and its neighbours rises by about ``bracket_rise``, re-made (from the last grid) while it is
    too coarse for the width of the likelihood or too tight to hold the 0.5 crossings; one
@@ -226,11 +228,12 @@ class Calibrator:
         """``-ln L`` of every shower at energies (GeV) of shape ``(N, G)`` or ``(1, G)`` -> ``(N, G)``."""
         return self._nll(self.inputs(data), np.asarray(energies, dtype=np.float64))
 
-    def _nll(self, x: np.ndarray, energies: np.ndarray) -> np.ndarray:
+    def _nll(self, x: np.ndarray, energies: np.ndarray, part: str | None = None) -> np.ndarray:
+        """``-ln L`` of the configured likelihood, or with ``part="layers"`` of the layers part of full inputs."""
         if self.likelihood == "layers":
             logp = self.surrogate.log_prob_layers(x, energies, **self._options)  # type: ignore[attr-defined]
         else:
-            logp = self.surrogate.log_prob(x, energies, part="full", **self._options)  # type: ignore[attr-defined]
+            logp = self.surrogate.log_prob(x, energies, part=part or "full", **self._options)  # type: ignore[attr-defined]
         out = -np.asarray(logp, dtype=np.float64)
         # a shower the model cannot produce at some energy has -ln L = inf there; keep it finite and large
         return np.nan_to_num(out, nan=np.inf, posinf=1e30, neginf=-1e30)
@@ -292,13 +295,17 @@ class Calibrator:
                 progress(1)
         return CalibrationResult(*(np.array(v) for v in zip(*out, strict=True)))
 
-    def scan(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Coarse scan: ``(ln E grid (G,), -ln L (N, G))`` for an inputs array ``x``."""
+    def scan(self, x: np.ndarray, part: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Coarse scan: ``(ln E grid (G,), -ln L (N, G))`` for an inputs array ``x`` (``part="layers"``: only the
+        layers part of the full likelihood)."""
         u = np.linspace(math.log(self.energy_range[0]), math.log(self.energy_range[1]), self.n_scan)
-        return u, self._nll(x, np.exp(u)[None, :])
+        return u, self._nll(x, np.exp(u)[None, :], part)
 
     def _fit_batch(self, x: np.ndarray) -> CalibrationResult:
-        u_scan, y_scan = self.scan(x)
+        # For the full likelihood the scan uses its layers part (flow I, ~100 times cheaper than flow II) to find
+        # the basin; where the refinement shows the full minimum is not in it, the full likelihood is scanned.
+        full_scan = np.full(len(x), self.likelihood == "layers")
+        u_scan, y_scan = self.scan(x, part="layers")
         multimodal = _multimodal(y_scan, self.multimodal_delta)
         # the rise bracket surely holds the minimum and the crossings; the parabola through the three best scan
         # points usually gives a much tighter one, checked below and replaced where it was too tight
@@ -317,6 +324,13 @@ class Calibrator:
             todo, too_tight = todo[redo], too_tight[redo]
             if len(todo) == 0:
                 break
+            # too tight although already on the safe bracket of the layers part: scan the full likelihood
+            rescan = todo[too_tight & (a[todo] == a_safe[todo]) & (b[todo] == b_safe[todo]) & ~full_scan[todo]]
+            if len(rescan):
+                y_full = self.scan(x[rescan])[1]
+                a_safe[rescan], b_safe[rescan] = _bracket(u_grid[rescan], y_full, self.bracket_rise)
+                multimodal[rescan] = _multimodal(y_full, self.multimodal_delta)
+                full_scan[rescan] = True
             a_new, b_new = _bracket(u_fine[todo], y_fine[todo], self.bracket_rise)
             a_new, b_new = _parabola_bracket(u_fine[todo], y_fine[todo], a_new, b_new, widen**2 * self.bracket_rise)
             a[todo] = np.where(too_tight, a_safe[todo], a_new)
@@ -450,9 +464,7 @@ def _minimize(
     return CalibrationResult(*(np.array(v) for v in zip(*out, strict=True)))
 
 
-def _local_minima(
-    coef: np.ndarray, a: np.ndarray, b: np.ndarray, u_start: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _local_minima(coef: np.ndarray, a: np.ndarray, b: np.ndarray, u_start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """MIGRAD on each row's spline over ``[a, b]`` from ``u_start``; NaN where the minimum is not strictly inside."""
     k = coef.shape[1]
     coef_rows = np.ascontiguousarray(coef.transpose(2, 0, 1)).tolist()
