@@ -27,6 +27,7 @@ def _register() -> None:
         geometry_cmd,
         info_cmd,
         simulate_cmd,
+        train_cmd,
     )
 
     main.add_command(anomaly_cmd.anomaly)
@@ -37,6 +38,7 @@ def _register() -> None:
     main.add_command(geometry_cmd.geometry)
     main.add_command(info_cmd.info)
     main.add_command(simulate_cmd.simulate)
+    main.add_command(train_cmd.train)
 
 
 _register()
