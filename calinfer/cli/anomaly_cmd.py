@@ -6,9 +6,11 @@ import math
 
 import click
 
+from calinfer.distributed.cli import ScaleOut, scale_out_options
+
 __all__ = ["anomaly", "load_surrogate", "score_file", "sic", "sic_report"]
 
-_SCORES = ("nll", "profile", "layers", "voxels")
+_SCORES = ("nll", "profile", "layers", "voxels", "nll-mixed", "profile-mixed")
 _CALIBRATION_DATASET = "photons-val"
 
 
@@ -23,7 +25,7 @@ def _energy_scale(score_name: str, scale: float | None, calibration: str | None,
     """lambda for the scores evaluated at E_rec: given, fitted on ``calibration``, or on the embedded photons."""
     from calinfer.anomaly import EnergyScale
 
-    if score_name == "profile":
+    if score_name.startswith("profile"):
         return None
     if scale is not None:
         if not scale > 0:
@@ -72,7 +74,7 @@ def score_file(
     geometry = surrogate.geometry
     energy_scale = _energy_scale(score_name, scale, calibration, geometry)
     options: dict = {"device": device}
-    if score_name == "profile":
+    if score_name.startswith("profile"):
         options["n_grid"] = n_grid
     else:
         options["scale"] = energy_scale
@@ -108,8 +110,9 @@ def score_file(
 
 
 @click.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output ROOT file (tree 'anomaly').")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Output ROOT file (tree 'anomaly'), one input.")
+@scale_out_options
 @click.option("--model", type=click.Path(exists=True, file_okay=False), help="Surrogate directory (default: shipped).")
 @click.option(
     "--score",
@@ -117,7 +120,8 @@ def score_file(
     type=click.Choice(_SCORES),
     default="nll",
     show_default=True,
-    help="nll: -log p(x|E_rec); profile: -max_E log p(x|E); layers/voxels: flow I/II only at E_rec.",
+    help="nll: -log p(x|E_rec); profile: -max_E log p(x|E); layers/voxels: flow I/II only at E_rec; "
+    "*-mixed: empty voxels counted with their probability instead of the dequantized density.",
 )
 @click.option("--scale", type=float, help="Energy scale lambda (E_rec = E_dep/lambda) instead of fitting it.")
 @click.option(
@@ -132,9 +136,27 @@ def score_file(
 @click.option("--device", help="torch device (default: GPU when present).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def anomaly(
-    file, out, model, score_name, scale, calibration, tree, step_size, n_grid, clip_negative, device, progress
-) -> None:
-    """Score every shower of FILE by how unlikely it is under the surrogate (higher = more anomalous)."""
+    files, out, model, score_name, scale, calibration, tree, step_size, n_grid, clip_negative, device, progress,
+    **scale_out,
+) -> None:  # fmt: skip
+    """Score every shower of FILES by how unlikely it is under the surrogate (higher = more anomalous).
+
+    FILES are paths or quoted glob patterns; many files (--out-dir) run in local processes, or on Dask with
+    --scheduler / --dask-workers.
+    """
+    plan = ScaleOut.from_cli(files, out, **scale_out)
+    if plan.distributed:
+        from calinfer.distributed import AnomalyTask, cached_model
+
+        energy_scale = _energy_scale(score_name, scale, calibration, cached_model(model).geometry)
+        source = "--scale" if scale is not None else calibration or _CALIBRATION_DATASET
+        task = AnomalyTask(
+            model=model, score=score_name, energy_scale=energy_scale, scale_source=source, input_tree=tree,
+            n_grid=n_grid, clip_negative=clip_negative, device=device,
+        )  # fmt: skip
+        plan.run(task, chunk_size=step_size, progress=progress)
+        return
+    file = str(plan.files[0])
     meta = score_file(
         file,
         out,

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from calinfer.distributed.cli import ScaleOut, scale_out_options
+
 if TYPE_CHECKING:
     from calinfer.calibration import CalibrationResult, Calibrator
 
@@ -91,10 +93,11 @@ def calibrate_file(
 
 
 @click.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("files", nargs=-1, required=True)
 @click.option(
-    "--out", "out", required=True, type=click.Path(dir_okay=False), help="Output ROOT file (tree 'calibration')."
+    "--out", "out", type=click.Path(dir_okay=False), help="Output ROOT file (tree 'calibration') for one input file."
 )
+@scale_out_options
 @click.option(
     "--model",
     "model_path",
@@ -128,11 +131,14 @@ def calibrate_file(
 )
 @click.option("--step-size", type=int, default=20_000, show_default=True, help="Showers read per chunk.")
 @click.option(
-    "--workers", type=int, default=None, help="Batches fitted at once, one torch thread each [default: all cores]."
+    "--workers",
+    type=int,
+    default=None,
+    help="Batches fitted at once, one torch thread each [default: all cores; 1 per process of a many-file run].",
 )
 def calibrate(
-    file: str,
-    out: str,
+    files: tuple[str, ...],
+    out: str | None,
     model_path: str | None,
     likelihood: str,
     energy_range: tuple[float, float] | None,
@@ -141,12 +147,14 @@ def calibrate(
     clip_negative: float,
     step_size: int,
     workers: int | None,
+    **scale_out,
 ) -> None:
-    """Fit the incident energy of every shower in FILE (ROOT or HDF5) by maximum likelihood.
+    """Fit the incident energy of every shower in FILES (ROOT or HDF5; paths or quoted glob patterns).
 
     Writes E_mle, the 68% interval [E_lo, E_hi] (Delta(-ln L) = 0.5, MINOS), the status flags
     (1 converged, 2 at a range edge, 4/8 interval open below/above, 16 multi-modal) and -ln L at
-    the minimum, one entry per input shower in input order. No truth is read.
+    the minimum, one entry per input shower in input order. No truth is read. Many files (--out-dir)
+    run in local processes, or on Dask with --scheduler / --dask-workers.
     """
     import time
 
@@ -156,6 +164,31 @@ def calibrate(
     from calinfer.errors import CalinferError
     from calinfer.surrogate import default_model_path, load_default, load_model
 
+    plan = ScaleOut.from_cli(files, out, **scale_out)
+    if plan.distributed:
+        from calinfer.calibration import CalibrationResult
+        from calinfer.distributed import CalibrateTask
+
+        task = CalibrateTask(
+            model=model_path,
+            likelihood=likelihood,
+            energy_range=energy_range,
+            input_tree=tree,
+            voxel_branch=voxel_branch,
+            clip_negative=clip_negative,
+            workers=workers or 1,
+        )
+        parts: list = []
+
+        def collect(_source: str, _out: Path, b: dict) -> None:
+            parts.append(CalibrationResult(b["E_mle"], b["E_lo"], b["E_hi"], b["status"], b["nll"]))
+
+        report = plan.run(task, chunk_size=step_size, on_file=collect)
+        if parts:
+            for line in summary_lines(CalibrationResult.concatenate(parts).summary(), report.seconds):
+                click.echo(line)
+        return
+    file = str(plan.files[0])
     workers = workers or os.cpu_count() or 1
     torch.set_num_threads(1)
     try:

@@ -25,7 +25,6 @@ import numpy as np
 from calinfer.distributed.executors import CompletionQueue, InlineExecutor, process_pool, submit
 from calinfer.distributed.tasks import ChunkTask
 from calinfer.errors import CalinferError, InputError
-from calinfer.io.atomic import check_not_input
 
 __all__ = ["Failure", "FileChunk", "RunReport", "expand_inputs", "output_paths", "plan_chunks", "run_over_files"]
 
@@ -69,6 +68,8 @@ def output_paths(
     ``out_dir`` is created if needed; two inputs that would share an output name, or an output that is
     one of the inputs, are an error.
     """
+    from calinfer.io.atomic import check_not_input
+
     if (out_dir is None) == (outputs is None):
         raise InputError("give either an output directory or one output path per input file")
     if outputs is not None:

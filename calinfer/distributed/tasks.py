@@ -92,8 +92,9 @@ def _threads(n: int | None) -> None:
 class CalibrateTask:
     """Maximum-likelihood incident energies (tree ``calibration``, the branches of ``calinfer calibrate``).
 
-    ``model``: surrogate or ensemble directory (``None``: the shipped default); ``threads``: torch threads
-    per task process (``None``: leave the process setting alone).
+    ``model``: surrogate or ensemble directory (``None``: the shipped default); ``workers``: batches the
+    :class:`~calinfer.calibration.Calibrator` fits at once in threads; ``threads``: torch threads per task
+    process (``None``: leave the process setting alone).
     """
 
     model: str | None = None
@@ -102,6 +103,7 @@ class CalibrateTask:
     input_tree: str = "showers"
     voxel_branch: str = "voxels"
     clip_negative: float = 0.0
+    workers: int = 1
     threads: int | None = 1
     tree: str = "calibration"
 
@@ -114,8 +116,11 @@ class CalibrateTask:
         from calinfer.calibration import Calibrator
 
         model = cached_model(self.model)
-        key = ("calibrator", *_model_key(self.model), self.likelihood, self.energy_range)
-        return cached(key, lambda: Calibrator(model, likelihood=self.likelihood, energy_range=self.energy_range))
+        key = ("calibrator", *_model_key(self.model), self.likelihood, self.energy_range, self.workers)
+        return cached(
+            key,
+            lambda: Calibrator(model, likelihood=self.likelihood, energy_range=self.energy_range, workers=self.workers),
+        )
 
     def __call__(self, path: str, entry_start: int, entry_stop: int) -> dict[str, np.ndarray]:
         from calinfer.io import read_showers
@@ -141,15 +146,18 @@ class CalibrateTask:
         return inspect_file(path, tree=self.input_tree, energy_branch=None, voxel_branch=self.voxel_branch).n_entries
 
     def metadata(self, path: str) -> dict:
+        """The metadata ``calinfer calibrate`` records (``tests/test_distributed.py`` checks they agree)."""
         from calinfer import __version__
+        from calinfer.calibration import Status
 
+        calibrator = self.calibrator()
         return {
-            "input": os.path.abspath(path),
+            "input": str(Path(path).resolve()),
             "model": str(_model_dir(self.model)),
-            "likelihood": self.likelihood,
-            "energy_range_gev": list(self.calibrator().energy_range),
-            "status_bits": {"converged": 1, "at_boundary": 2, "open_low": 4, "open_high": 8, "multimodal": 16},
-            "interval": "Delta(-ln L) = 0.5 (68.3%), iminuit MINOS on a spline of -ln L in ln E",
+            "likelihood": calibrator.likelihood,
+            "energy_range_gev": list(calibrator.energy_range),
+            "status_bits": {flag.name.lower(): int(flag) for flag in Status},
+            "interval": "Delta(-ln L) = 0.5 (68.3%), iminuit MIGRAD + MINOS on a spline of -ln L in ln E",
             "calinfer_version": __version__,
         }
 
@@ -168,7 +176,7 @@ class AnomalyTask:
     energy_scale: Any = None
     scale_source: str | None = None
     input_tree: str = "showers"
-    n_grid: int = 48
+    n_grid: int = 32
     clip_negative: float = 0.0
     device: str | None = None
     threads: int | None = 1
@@ -216,6 +224,7 @@ class AnomalyTask:
         return inspect_file(path, tree=self.input_tree, energy_branch=None).n_entries
 
     def metadata(self, path: str) -> dict:
+        """The metadata ``calinfer anomaly`` records (``tests/test_distributed.py`` checks they agree)."""
         score = self.scorer()
         scale = self.energy_scale
         return {
