@@ -417,3 +417,35 @@ def test_integration_with_a_real_surrogate(tmp_path):
 
     with uproot.open(tmp_path / "s.root") as f:
         np.testing.assert_allclose(f["anomaly"]["score"].array(library="np"), prof["score"], rtol=1e-6, atol=1e-2)
+
+
+def test_mixed_likelihood_counts_empty_voxels():
+    from types import SimpleNamespace
+
+    from calinfer.anomaly import dequantization_width_of
+
+    sur = StandIn()
+    sur.dequantization_width = 1e-5
+    showers = toy_showers(40, seed=40)
+    showers.voxels[:20, :60] = 0.0  # half of them with many empty cells
+    showers.voxels[:, :5] = 0.0
+    n_empty = (showers.voxels == 0).sum(axis=1)
+    plain = make_score("nll", sur, scale=0.9).evaluate(showers)
+    mixed = make_score("nll-mixed", sur, scale=0.9).evaluate(showers)
+    assert np.all(np.isfinite(mixed["score"]))
+    np.testing.assert_array_equal(mixed["n_empty"], n_empty)
+    np.testing.assert_allclose(mixed["score"], plain["score"] - n_empty * np.log(1e-5), rtol=1e-12)
+    np.testing.assert_allclose(mixed["log_prob"], plain["log_prob"])  # the raw density is still reported
+    prof, prof_mixed = make_score("profile", sur).evaluate(showers), make_score("profile-mixed", sur).evaluate(showers)
+    np.testing.assert_allclose(prof_mixed["e_hat"], prof["e_hat"])
+    np.testing.assert_allclose(prof_mixed["score"], prof["score"] - n_empty * np.log(1e-5), rtol=1e-12)
+    assert make_score("nll-mixed", sur, scale=0.9).name == "nll-mixed"
+    with pytest.raises(InputError, match="part='full' only"):
+        LikelihoodScore(sur, part="layers", mixed=True)
+    # where the width is found: the object, its preprocessing, the first ensemble member
+    inner = SimpleNamespace(preprocessing=SimpleNamespace(dequantization_width=2e-5))
+    assert dequantization_width_of(inner) == 2e-5
+    assert dequantization_width_of(SimpleNamespace(members=[inner])) == 2e-5
+    with pytest.raises(InputError, match="dequantization width"):
+        LikelihoodScore(StandIn(), mixed=True)
+    assert LikelihoodScore(StandIn(), mixed=True, dequantization_width=1e-4).width == 1e-4

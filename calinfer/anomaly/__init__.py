@@ -23,6 +23,7 @@ from calinfer.anomaly.scores import (
     LikelihoodScore,
     ProfileScore,
     Score,
+    dequantization_width_of,
     make_score,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "ProfileScore",
     "Score",
     "SupervisedClassifier",
+    "dequantization_width_of",
     "make_score",
     "shower_features",
     "voxel_inputs",

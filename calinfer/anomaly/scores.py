@@ -10,6 +10,8 @@ anomalous) plus auxiliary quantities (``"log_prob"``, ``"e_dep"``, ``"e_rec"`` /
 * :class:`ProfileScore`: ``-max_E log p(x | E)``, the likelihood profiled over the incident energy (no lambda):
   a log-spaced grid with zoom refinement, then a few parabolic steps (optionally located with the cheap layer
   flow only, ``locate="layers"``).
+* ``mixed=True`` variants (``"nll-mixed"``, ``"profile-mixed"``) count empty voxels with their probability
+  instead of the dequantized density, removing the bias towards sparse showers (see :class:`LikelihoodScore`).
 
 The surrogate only needs ``log_prob(showers, energies, *, part=..., device=..., batch_size=...)`` with
 energies of shape ``(N,)`` or ``(N, G)`` (see ``calinfer.surrogate.ShowerSurrogate``).
@@ -33,11 +35,12 @@ __all__ = [
     "ProfileScore",
     "Score",
     "SurrogateLike",
+    "dequantization_width_of",
     "make_score",
 ]
 
 PARTS = ("full", "layers", "voxels")
-SCORE_NAMES = ("nll", "profile", "layers", "voxels")
+SCORE_NAMES = ("nll", "profile", "layers", "voxels", "nll-mixed", "profile-mixed")
 """Names accepted by :func:`make_score` (and by ``calinfer anomaly --score``)."""
 
 DEFAULT_ENERGY_RANGE = (1.0, 100.0)
@@ -153,6 +156,27 @@ def _energy_range(surrogate: SurrogateLike, energy_range: tuple[float, float] | 
     return float(lo), float(hi)
 
 
+def dequantization_width_of(surrogate: SurrogateLike) -> float:
+    """The width (GeV) over which the surrogate spreads a recorded zero: ``surrogate.dequantization_width``, or
+    that of its preprocessing, or of the first ensemble member."""
+    for obj in (surrogate, getattr(surrogate, "preprocessing", None), *getattr(surrogate, "members", [])[:1]):
+        for candidate in (obj, getattr(obj, "preprocessing", None)):
+            width = getattr(candidate, "dequantization_width", None)
+            if width is not None:
+                return float(width)
+    raise InputError(
+        "the surrogate does not say its dequantization width; pass dequantization_width=... (GeV) for the "
+        "'mixed' likelihood scores"
+    )
+
+
+def _empty_correction(showers: Showers, width: float) -> tuple[np.ndarray, np.ndarray]:
+    """(number of empty voxels, ``n_empty * ln(width)``): the shift from the dequantized density to the mixed
+    discrete/continuous likelihood, in which an empty voxel counts with its probability, not a density."""
+    n_empty = np.count_nonzero(showers.voxels <= 0, axis=1)
+    return n_empty, n_empty * np.log(width)
+
+
 class LikelihoodScore:
     """``-log p(x | E_rec)`` under the surrogate, ``E_rec = E_dep / lambda`` clipped to the surrogate's energy range.
 
@@ -164,6 +188,11 @@ class LikelihoodScore:
     energy_range: GeV range where the surrogate is evaluated (default: ``surrogate.energy_range`` or 1-100 GeV);
         E_rec outside is clipped to it, the unclipped value is reported as ``e_rec``.
     scale_method: method for :meth:`fit`, see :class:`EnergyScale`.
+    mixed: score with the *mixed* likelihood (``part="full"`` only, name ``"nll-mixed"``). The surrogate's
+        density is that of dequantized voxels, so every empty voxel contributes about ``ln(1 / delta)`` (delta =
+        ``dequantization_width``, 1e-5 GeV: +11.5) and sparse showers look very likely whatever else they do. The
+        mixed likelihood adds ``n_empty * ln(delta)``, counting an empty voxel with its probability instead.
+    dequantization_width: delta in GeV (default: read from the surrogate).
     device, batch_size: passed to ``surrogate.log_prob`` (``None``: the surrogate's defaults, GPU when present).
     """
 
@@ -175,12 +204,18 @@ class LikelihoodScore:
         scale: EnergyScale | float | None = None,
         energy_range: tuple[float, float] | None = None,
         scale_method: str = "median",
+        mixed: bool = False,
+        dequantization_width: float | None = None,
         device: str | None = None,
         batch_size: int | None = None,
     ) -> None:
         self.surrogate = surrogate
         self.part = _check_part(part)
-        self.name = "nll" if part == "full" else part
+        if mixed and part != "full":
+            raise InputError("the mixed likelihood is defined for part='full' only")
+        self.mixed = bool(mixed)
+        self.width = (dequantization_width or dequantization_width_of(surrogate)) if mixed else None
+        self.name = ("nll-mixed" if mixed else "nll") if part == "full" else part
         if isinstance(scale, (int, float)):
             scale = EnergyScale(value=float(scale), uncertainty=0.0, method="fixed", n_showers=0)
         self.scale = scale
@@ -218,6 +253,10 @@ class LikelihoodScore:
                 dtype=np.float64,
             )
             out["log_prob_layers"], out["log_prob_voxels"] = lp_layers, lp - lp_layers
+        if self.mixed:
+            out["n_empty"], shift = _empty_correction(showers, self.width)
+            out["log_prob_mixed"] = lp + shift
+            out["score"] = -out["log_prob_mixed"]
         return out
 
 
@@ -236,8 +275,12 @@ class ProfileScore:
     The best value ever evaluated is kept, so refinement never lowers the maximum; a narrow peak between two
     coarse grid points can still be missed (increase ``n_grid``).
 
+    ``mixed=True`` (``part="full"`` only, name ``"profile-mixed"``) scores with the mixed likelihood, see
+    :class:`LikelihoodScore`; the shift does not depend on E, so the maximizing energy is the same.
+
     Outputs: ``score``, ``log_prob`` (the maximum), ``e_hat`` (the maximizing energy, GeV), ``e_dep`` and
-    ``at_edge`` (1 where the maximum sits on the boundary of the energy range).
+    ``at_edge`` (1 where the maximum sits on the boundary of the energy range); with ``mixed`` also ``n_empty``
+    and ``log_prob_mixed``.
     """
 
     def __init__(
@@ -252,15 +295,21 @@ class ProfileScore:
         n_zoom: int = 5,
         n_polish: int = 2,
         step: float = 0.05,
+        mixed: bool = False,
+        dequantization_width: float | None = None,
         device: str | None = None,
         batch_size: int | None = None,
     ) -> None:
+        if mixed and part != "full":
+            raise InputError("the mixed likelihood is defined for part='full' only")
         if n_grid < 3 or n_zoom < 3 or n_refine < 0 or n_polish < 0 or not step > 0:
             raise InputError("profile score needs n_grid >= 3, n_zoom >= 3, n_refine >= 0, n_polish >= 0, step > 0")
         self.surrogate = surrogate
         self.part = _check_part(part)
         self.locate = self.part if locate is None else _check_part(locate)
-        self.name = "profile" if part == "full" else f"profile-{part}"
+        self.mixed = bool(mixed)
+        self.width = (dequantization_width or dequantization_width_of(surrogate)) if mixed else None
+        self.name = ("profile-mixed" if mixed else "profile") if part == "full" else f"profile-{part}"
         self.energy_range = _energy_range(surrogate, energy_range)
         self.n_grid, self.n_refine, self.n_zoom = int(n_grid), int(n_refine), int(n_zoom)
         self.step, self.n_polish = float(step), int(n_polish)
@@ -304,9 +353,9 @@ class ProfileScore:
             j = np.clip(np.argmax(fs_s, axis=1), 1, xs.shape[1] - 2)  # best point with its nearest neighbours
             x_0, x_1, x_2 = xs_s[rows, j - 1], xs_s[rows, j], xs_s[rows, j + 1]
             f_0, f_1, f_2 = fs_s[rows, j - 1], fs_s[rows, j], fs_s[rows, j + 1]
-            num = (x_1 - x_0) ** 2 * (f_1 - f_2) - (x_1 - x_2) ** 2 * (f_1 - f_0)
-            den = (x_1 - x_0) * (f_1 - f_2) - (x_1 - x_2) * (f_1 - f_0)
-            with np.errstate(divide="ignore", invalid="ignore"):
+            with np.errstate(divide="ignore", invalid="ignore"):  # -inf densities give NaN: handled by `ok`
+                num = (x_1 - x_0) ** 2 * (f_1 - f_2) - (x_1 - x_2) ** 2 * (f_1 - f_0)
+                den = (x_1 - x_0) * (f_1 - f_2) - (x_1 - x_2) * (f_1 - f_0)
                 vertex = x_1 - 0.5 * num / den
             # concave parabola: jump to its vertex (at most two bracket widths away); otherwise step past the
             # better end of the bracket
@@ -330,19 +379,26 @@ class ProfileScore:
         best_x, best_lp = self._polish(showers, xs, fs)
         tol = 1e-3 * (hi - lo) / (self.n_grid - 1)
         at_edge = (best_x <= lo + tol) | (best_x >= hi - tol)
-        return {
+        out = {
             "score": -best_lp,
             "log_prob": best_lp,
             "e_hat": np.exp(best_x),
             "e_dep": showers.deposited_energy().astype(np.float64),
             "at_edge": at_edge.astype(np.int8),
         }
+        if self.mixed:
+            out["n_empty"], shift = _empty_correction(showers, self.width)
+            out["log_prob_mixed"] = best_lp + shift
+            out["score"] = -out["log_prob_mixed"]
+        return out
 
 
 def make_score(name: str, surrogate: SurrogateLike, **options) -> LikelihoodScore | ProfileScore:
-    """Build a score by name: ``"nll"``, ``"layers"``, ``"voxels"`` (at E_rec) or ``"profile"`` (over E)."""
-    if name == "profile":
-        return ProfileScore(surrogate, **options)
-    if name in ("nll", "layers", "voxels"):
-        return LikelihoodScore(surrogate, part="full" if name == "nll" else name, **options)
+    """Build a score by name (:data:`SCORE_NAMES`): ``"nll"``, ``"layers"``, ``"voxels"`` (at E_rec), ``"profile"``
+    (over E), and the mixed-likelihood variants ``"nll-mixed"``, ``"profile-mixed"``."""
+    if name in ("profile", "profile-mixed"):
+        return ProfileScore(surrogate, mixed=name.endswith("-mixed"), **options)
+    if name in ("nll", "nll-mixed", "layers", "voxels"):
+        part = name if name in ("layers", "voxels") else "full"
+        return LikelihoodScore(surrogate, part=part, mixed=name.endswith("-mixed"), **options)
     raise InputError(f"unknown anomaly score {name!r}; use one of {SCORE_NAMES}")
