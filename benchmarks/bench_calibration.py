@@ -75,6 +75,13 @@ def agreement(fast: CalibrationResult, other: CalibrationResult, mask: np.ndarra
     for name in ("e_mle", "e_lo", "e_hi"):
         a, b = getattr(fast, name)[both], getattr(other, name)[both]
         out[f"max_rel_diff_{name}"] = float(np.max(np.abs(a / b - 1))) if both.any() else None
+    if both.any():
+        rel = np.abs(fast.e_mle[both] / other.e_mle[both] - 1)
+        out["showers_e_mle_diff_above_1e-3"] = int(np.sum(rel > 1e-3))
+        # where E_mle differs, is it a different (near-degenerate) local minimum of a wiggly -ln L?
+        out["max_nll_excess_where_e_mle_diff_above_1e-3"] = (
+            float(np.max(fast.nll[both][rel > 1e-3] - other.nll[both][rel > 1e-3])) if np.any(rel > 1e-3) else None
+        )
     return out
 
 
@@ -166,6 +173,11 @@ def main() -> None:
                     if k.startswith("max_rel_diff")
                 )
                 print(f"    vs {label[len('agreement_') :]}: {a['compared']} showers compared, max |rel. diff| {diffs}")
+                if a.get("showers_e_mle_diff_above_1e-3"):
+                    print(
+                        f"      E_mle differs by more than 1e-3 on {a['showers_e_mle_diff_above_1e-3']} showers; there "
+                        f"-ln L(fast) - -ln L(other) <= {a['max_nll_excess_where_e_mle_diff_above_1e-3']:.4f}"
+                    )
     report["load_average_after"] = os.getloadavg()
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

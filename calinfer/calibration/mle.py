@@ -16,8 +16,9 @@ true energy. Each batch of showers goes through four steps; only the Minuit fits
    MIGRAD finds its minimum and MINOS the crossings of ``Delta(-ln L) = 0.5`` (errordef 0.5),
    i.e. the 68.3% likelihood interval;
 4. **polish**: ``n_polish`` points within ``polish_width`` of the interval half width around the
-   minimum (one more batched call), a local spline and MIGRAD again: a flow's ``-ln L`` has
-   kinks at the edges of its spline bins that a grid of ~0.4 sigma steps smooths over.
+   minimum (one more batched call) and the exact minimum of a local spline through them: a
+   flow's ``-ln L`` has kinks at the edges of its spline bins that a grid of ~0.4 sigma steps
+   smooths over.
 
 Open sides, range edges and the multi-modality seen by the scan are reported as :class:`Status`
 flags. The likelihood is a density of the shower given the parameter ``E``; its maximum and the
@@ -50,6 +51,7 @@ DEFAULT_ENERGY_RANGE = (1.0, 100.0)
 """Energy range (GeV) searched when neither the caller nor the surrogate names one."""
 
 _UP = 0.5  # Delta(-ln L) of a 68.3% interval for one parameter
+_WIDEN = 1.5  # refinement grids span the parabola's bracket widened by this factor
 
 
 class Status(enum.IntFlag):
@@ -308,33 +310,38 @@ class Calibrator:
         u_scan, y_scan = self.scan(x, part="layers")
         multimodal = _multimodal(y_scan, self.multimodal_delta)
         # the rise bracket surely holds the minimum and the crossings; the parabola through the three best scan
-        # points usually gives a much tighter one, checked below and replaced where it was too tight
+        # points gives a tighter one (still wide: far from the minimum -ln L grows slower than a parabola)
         u_grid = np.broadcast_to(u_scan, y_scan.shape)
-        a_safe, b_safe = _bracket(u_grid, y_scan, self.bracket_rise)
-        widen = 1.5  # the parabola's bracket, widened by this factor, should hold the rise
-        a, b = _parabola_bracket(u_grid, y_scan, a_safe, b_safe, widen**2 * self.bracket_rise)
-        t = np.linspace(0.0, 1.0, self.n_refine)
-        u_fine = a[:, None] + t[None, :] * (b - a)[:, None]
-        y_fine = self._nll(x, np.exp(u_fine))
+        safe = list(_bracket(u_grid, y_scan, self.bracket_rise))
+        a, b = _parabola_bracket(u_grid, y_scan, safe[0], safe[1], _WIDEN**2 * self.bracket_rise)
+        # a small probe grid there, then grids of n_refine points placed from the previous grid until one is fine
+        # enough for the width of the likelihood and wide enough to hold the crossings
         u_edges = (u_scan[0], u_scan[-1])
         todo = np.arange(len(x))
-        for _ in range(self.max_refine):
+        t = np.linspace(0.0, 1.0, max(4, self.n_refine // 2))
+        u_fine = a[:, None] + t[None, :] * (b - a)[:, None]
+        y_fine = self._nll(x, np.exp(u_fine))
+        for round_ in range(self.max_refine + 1):
             too_tight, too_coarse = self._grid_problems(u_fine[todo], y_fine[todo], u_edges)
-            redo = too_tight | too_coarse
-            todo, too_tight = todo[redo], too_tight[redo]
-            if len(todo) == 0:
-                break
+            if round_ > 0:  # the probe grid is always replaced
+                redo = too_tight | too_coarse
+                todo, too_tight = todo[redo], too_tight[redo]
+                if len(todo) == 0:
+                    break
             # too tight although already on the safe bracket of the layers part: scan the full likelihood
-            rescan = todo[too_tight & (a[todo] == a_safe[todo]) & (b[todo] == b_safe[todo]) & ~full_scan[todo]]
+            rescan = todo[too_tight & (a[todo] == safe[0][todo]) & (b[todo] == safe[1][todo]) & ~full_scan[todo]]
             if len(rescan):
                 y_full = self.scan(x[rescan])[1]
-                a_safe[rescan], b_safe[rescan] = _bracket(u_grid[rescan], y_full, self.bracket_rise)
+                safe[0][rescan], safe[1][rescan] = _bracket(u_grid[rescan], y_full, self.bracket_rise)
                 multimodal[rescan] = _multimodal(y_full, self.multimodal_delta)
                 full_scan[rescan] = True
             a_new, b_new = _bracket(u_fine[todo], y_fine[todo], self.bracket_rise)
-            a_new, b_new = _parabola_bracket(u_fine[todo], y_fine[todo], a_new, b_new, widen**2 * self.bracket_rise)
-            a[todo] = np.where(too_tight, a_safe[todo], a_new)
-            b[todo] = np.where(too_tight, b_safe[todo], b_new)
+            a_new, b_new = _parabola_bracket(u_fine[todo], y_fine[todo], a_new, b_new, _WIDEN**2 * self.bracket_rise)
+            a[todo] = np.where(too_tight, safe[0][todo], a_new)
+            b[todo] = np.where(too_tight, safe[1][todo], b_new)
+            if round_ == 0:
+                t = np.linspace(0.0, 1.0, self.n_refine)
+                u_fine, y_fine = np.empty((len(x), len(t))), np.empty((len(x), len(t)))
             u_fine[todo] = a[todo, None] + t[None, :] * (b[todo] - a[todo])[:, None]
             y_fine[todo] = self._nll(x[todo], np.exp(u_fine[todo]))
         # far above the minimum the values only need to stay large: clipping keeps the spline tame there
@@ -347,7 +354,8 @@ class Calibrator:
 
     def _polish(self, x: np.ndarray, result: CalibrationResult) -> None:
         """Re-locate each interior minimum on a dense local grid (``polish_width`` of the smaller half width
-        on each side): a flow's -ln L has kinks (spline-bin edges) that a grid of ~0.4 sigma steps smooths over."""
+        on each side): a flow's -ln L has kinks (spline-bin edges) that a grid of ~0.4 sigma steps smooths over.
+        The minimum of the local spline is found exactly (a cubic per piece), which is cheaper than MIGRAD."""
         rows = np.flatnonzero(result.has(Status.CONVERGED) & ~result.has(Status.AT_BOUNDARY))
         if len(rows) == 0:
             return
@@ -357,7 +365,7 @@ class Calibrator:
         a, b = np.maximum(u_hat - half, u_lo), np.minimum(u_hat + half, u_hi)
         t = np.linspace(0.0, 1.0, self.n_polish)
         y = self._nll(x[rows], np.exp(a[:, None] + t[None, :] * (b - a)[:, None]))
-        u_new, f_new = _local_minima(CubicSpline(t, y.T, axis=0).c, a, b, u_hat)
+        u_new, f_new = _spline_minima(CubicSpline(t, y.T, axis=0).c, a, b)
         found = np.isfinite(u_new)  # else the local grid missed the minimum: keep the first estimate
         result.e_mle[rows[found]] = np.exp(u_new[found])
         result.nll[rows[found]] = f_new[found]
@@ -464,27 +472,26 @@ def _minimize(
     return CalibrationResult(*(np.array(v) for v in zip(*out, strict=True)))
 
 
-def _local_minima(coef: np.ndarray, a: np.ndarray, b: np.ndarray, u_start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """MIGRAD on each row's spline over ``[a, b]`` from ``u_start``; NaN where the minimum is not strictly inside."""
+def _spline_minima(coef: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact minimum of each row's piecewise cubic on ``[a, b]`` (vectorized: knots and the roots of the
+    derivative on every piece); ``(u, value)``, NaN where the minimum is not strictly inside."""
+    c3, c2, c1, c0 = coef  # (K, N) each, in powers of dt = t - t_k, dt in [0, 1/K]
     k = coef.shape[1]
-    coef_rows = np.ascontiguousarray(coef.transpose(2, 0, 1)).tolist()
-    spline = _Spline()
-    m = Minuit(spline, 0.0, grad=spline.grad, name=("u",))
-    m.errordef = _UP
-    m.tol = 1e-4
-    u_out, f_out = np.full(len(a), np.nan), np.full(len(a), np.nan)
-    for i in range(len(a)):
-        ai, bi = float(a[i]), float(b[i])
-        spline.set(coef_rows[i], ai, (bi - ai) / k, k)
-        m.reset()
-        m.limits = [(ai, bi)]
-        m.values = [float(u_start[i])]
-        m.errors = [0.1 * (bi - ai)]
-        m.migrad()
-        u = m.values[0]
-        if m.valid and ai + 1e-3 * (bi - ai) < u < bi - 1e-3 * (bi - ai):
-            u_out[i], f_out[i] = u, m.fval
-    return u_out, f_out
+    h = 1.0 / k
+    disc = (2 * c2) ** 2 - 12 * c3 * c1
+    sq = np.sqrt(np.where(disc >= 0, disc, np.nan))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        roots = np.stack([(-2 * c2 + sq) / (6 * c3), (-2 * c2 - sq) / (6 * c3)])  # (2, K, N)
+        roots = np.where(np.abs(c3) > 1e-12 * (np.abs(c2) + np.abs(c1)), roots, -c1 / (2 * c2))
+    dt = np.concatenate([np.zeros((1, k, c0.shape[1])), np.where((roots >= 0) & (roots <= h), roots, np.nan)])
+    values = ((c3 * dt + c2) * dt + c1) * dt + c0
+    values = np.where(np.isfinite(values), values, np.inf).reshape(-1, c0.shape[1])
+    best = np.argmin(values, axis=0)  # over (candidate, piece); the end knot t = 1 is never the interior minimum
+    cols = np.arange(c0.shape[1])
+    t_best = (best % k) * h + dt.reshape(-1, c0.shape[1])[best, cols]
+    u = a + t_best * (b - a)
+    inside = (t_best > 1e-3) & (t_best < 1 - 1e-3)
+    return np.where(inside, u, np.nan), np.where(inside, values[best, cols], np.nan)
 
 
 def _interval(
