@@ -311,19 +311,6 @@ def test_cathode_on_the_cluster_reproduces_the_local_result(client):
     assert [f.best_epochs_ for f in local.flows_] == [f.best_epochs_ for f in remote.flows_]
 
 
-# ---------------------------------------------------------------- last: restarts a cluster worker
-
-
-def test_killed_dask_worker_loses_and_duplicates_nothing(workdir, reference, client, tmp_path):
-    marker = tmp_path / "killed"
-    task = KillOnce(_tasks(workdir)["anomaly"], str(marker), "b.h5", 50)
-    report = run_over_files(_inputs(workdir), task, out_dir=tmp_path / "out", chunk_size=CHUNK, executor=client)
-    assert marker.exists()  # a worker really died holding that chunk
-    _assert_identical(report, reference["anomaly"], "anomaly")
-    for source, n in zip(reference["anomaly"], SIZES.values(), strict=True):
-        np.testing.assert_array_equal(_read(report.outputs[source], "anomaly")["entry"], np.arange(n))
-
-
 # ---------------------------------------------------------------- command line
 
 
@@ -371,3 +358,16 @@ def test_cli_many_files_on_a_scheduler_and_the_single_file_path_agree(workdir, r
     assert res.exit_code == 2 and "--out-dir" in res.output
     res = runner.invoke(main, ["anomaly", str(tmp_path / "none*.root"), "--out-dir", str(tmp_path), "--scale", "1"])
     assert res.exit_code == 2 and "no file matches" in res.output
+
+
+# ---------------------------------------------------------------- last: restarts a cluster worker
+
+
+def test_killed_dask_worker_loses_and_duplicates_nothing(workdir, reference, client, tmp_path):
+    marker = tmp_path / "killed"
+    task = KillOnce(_tasks(workdir)["anomaly"], str(marker), "b.h5", 50)
+    report = run_over_files(_inputs(workdir), task, out_dir=tmp_path / "out", chunk_size=CHUNK, executor=client)
+    assert marker.exists()  # a worker really died holding that chunk
+    _assert_identical(report, reference["anomaly"], "anomaly")
+    for source, n in zip(reference["anomaly"], SIZES.values(), strict=True):
+        np.testing.assert_array_equal(_read(report.outputs[source], "anomaly")["entry"], np.arange(n))

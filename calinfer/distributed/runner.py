@@ -290,17 +290,21 @@ def run_over_files(
     pool = _Executor(executor, jobs)
     bar = _Progress(progress, sum(len(c) for file_chunks in chunks for c in file_chunks), desc=task.tree)
     finished = CompletionQueue()
+    in_flight: dict[int, Any] = {}
 
     def send(chunk: FileChunk, attempt: int) -> None:
         key = f"{task.tree}-{chunk.file}-{chunk.start}"
         future = submit(pool.current, task, chunk.path, chunk.start, chunk.stop, key=key, priority=-chunk.file)
+        in_flight[id(future)] = future
         finished.add(future, (chunk, attempt, pool.generation))
 
+    completed = False
     try:
         for file_chunks in chunks:
             for chunk in file_chunks:
                 send(chunk, 1)
         for future, (chunk, attempt, generation) in finished:
+            in_flight.pop(id(future), None)
             try:
                 branches = _check_result(chunk, future.result())
             except Exception as err:  # reported per chunk, never allowed to stop the other files
@@ -331,7 +335,11 @@ def run_over_files(
                 report.n_showers += sum(len(c) for c in chunks[chunk.file])
                 if on_file is not None:
                     on_file(chunk.path, out, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+        completed = True
     finally:
+        if not completed:  # interrupted: do not leave chunks running on a shared cluster
+            for future in in_flight.values():
+                future.cancel()
         bar.close()
         with contextlib.suppress(Exception):
             pool.close()
