@@ -8,10 +8,11 @@ true energy. Each batch of showers goes through four steps; only the Minuit fits
    likelihood is multi-modal, its global minimum where to look. For the full likelihood the
    scan uses its layers part (flow I, about 100 times cheaper than flow II); where the
    refinement finds the full minimum outside that basin, the full likelihood is scanned;
-2. **refinement**: a grid of ``n_refine`` points where the parabola through the best scan point
-   and its neighbours rises by about ``bracket_rise``, re-made (from the last grid) while it is
-   too coarse for the width of the likelihood or too tight to hold the 0.5 crossings; one
-   batched surrogate call per round;
+2. **refinement**: a probe grid of ``n_refine // 2`` points where the parabola through the best
+   scan point and its neighbours rises by about ``bracket_rise``, then grids of ``n_refine``
+   points placed the same way from the previous grid, re-made while one is too coarse for the
+   width of the likelihood or too tight to hold the 0.5 crossings; one batched surrogate call
+   per grid;
 3. **iminuit**: a cubic spline in ``ln E`` through the last grid is the per-shower interpolant;
    MIGRAD finds its minimum and MINOS the crossings of ``Delta(-ln L) = 0.5`` (errordef 0.5),
    i.e. the 68.3% likelihood interval;
@@ -150,7 +151,7 @@ class Calibrator:
         data) if it has one, else :data:`DEFAULT_ENERGY_RANGE`. Keep it inside the range the surrogate was
         trained on: outside, the flow extrapolates.
     n_scan: coarse-scan points, evenly spaced in ``ln E``.
-    n_refine: points of each refinement grid.
+    n_refine: points of each refinement grid (the first, probing grid has half as many).
     bracket_rise: ``Delta(-ln L)`` that delimits the refined bracket around the minimum (must exceed 0.5).
     min_points: refine again while fewer grid points than this lie within ``bracket_rise`` of the minimum.
     max_refine: the most refinement rounds.
