@@ -5,9 +5,9 @@ true energy. Each batch of showers goes through four steps; only the Minuit fits
 
 1. **coarse scan**: ``-ln L`` of every shower at ``n_scan`` energies spaced evenly in ``ln E``
    over the allowed range (one batched surrogate call); its local minima tell whether the
-   likelihood is multi-modal, its global minimum where to look. For the full likelihood the
-   scan uses its layers part (flow I, about 100 times cheaper than flow II); where the
-   refinement finds the full minimum outside that basin, the full likelihood is scanned;
+   likelihood is multi-modal, its global minimum where to look (the full likelihood is scanned
+   itself: its minimum need not lie in the basin of its layers part, e.g. for anomalous showers
+   or an imperfect flow II);
 2. **refinement**: a probe grid of ``n_refine // 2`` points where the parabola through the best
    scan point and its neighbours rises by about ``bracket_rise``, then grids of ``n_refine``
    points placed the same way from the previous grid, re-made while one is too coarse for the
@@ -231,12 +231,11 @@ class Calibrator:
         """``-ln L`` of every shower at energies (GeV) of shape ``(N, G)`` or ``(1, G)`` -> ``(N, G)``."""
         return self._nll(self.inputs(data), np.asarray(energies, dtype=np.float64))
 
-    def _nll(self, x: np.ndarray, energies: np.ndarray, part: str | None = None) -> np.ndarray:
-        """``-ln L`` of the configured likelihood, or with ``part="layers"`` of the layers part of full inputs."""
+    def _nll(self, x: np.ndarray, energies: np.ndarray) -> np.ndarray:
         if self.likelihood == "layers":
             logp = self.surrogate.log_prob_layers(x, energies, **self._options)  # type: ignore[attr-defined]
         else:
-            logp = self.surrogate.log_prob(x, energies, part=part or "full", **self._options)  # type: ignore[attr-defined]
+            logp = self.surrogate.log_prob(x, energies, part="full", **self._options)  # type: ignore[attr-defined]
         out = -np.asarray(logp, dtype=np.float64)
         # a shower the model cannot produce at some energy has -ln L = inf there; keep it finite and large
         return np.nan_to_num(out, nan=np.inf, posinf=1e30, neginf=-1e30)
@@ -298,23 +297,19 @@ class Calibrator:
                 progress(1)
         return CalibrationResult(*(np.array(v) for v in zip(*out, strict=True)))
 
-    def scan(self, x: np.ndarray, part: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Coarse scan: ``(ln E grid (G,), -ln L (N, G))`` for an inputs array ``x`` (``part="layers"``: only the
-        layers part of the full likelihood)."""
+    def scan(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Coarse scan: ``(ln E grid (G,), -ln L (N, G))`` for an inputs array ``x``."""
         u = np.linspace(math.log(self.energy_range[0]), math.log(self.energy_range[1]), self.n_scan)
-        return u, self._nll(x, np.exp(u)[None, :], part)
+        return u, self._nll(x, np.exp(u)[None, :])
 
     def _fit_batch(self, x: np.ndarray) -> CalibrationResult:
-        # For the full likelihood the scan uses its layers part (flow I, ~100 times cheaper than flow II) to find
-        # the basin; where the refinement shows the full minimum is not in it, the full likelihood is scanned.
-        full_scan = np.full(len(x), self.likelihood == "layers")
-        u_scan, y_scan = self.scan(x, part="layers")
+        u_scan, y_scan = self.scan(x)
         multimodal = _multimodal(y_scan, self.multimodal_delta)
         # the rise bracket surely holds the minimum and the crossings; the parabola through the three best scan
         # points gives a tighter one (still wide: far from the minimum -ln L grows slower than a parabola)
         u_grid = np.broadcast_to(u_scan, y_scan.shape)
-        safe = list(_bracket(u_grid, y_scan, self.bracket_rise))
-        a, b = _parabola_bracket(u_grid, y_scan, safe[0], safe[1], _WIDEN**2 * self.bracket_rise)
+        a_safe, b_safe = _bracket(u_grid, y_scan, self.bracket_rise)
+        a, b = _parabola_bracket(u_grid, y_scan, a_safe, b_safe, _WIDEN**2 * self.bracket_rise)
         # a small probe grid there, then grids of n_refine points placed from the previous grid until one is fine
         # enough for the width of the likelihood and wide enough to hold the crossings
         u_edges = (u_scan[0], u_scan[-1])
@@ -329,17 +324,10 @@ class Calibrator:
                 todo, too_tight = todo[redo], too_tight[redo]
                 if len(todo) == 0:
                     break
-            # too tight although already on the safe bracket of the layers part: scan the full likelihood
-            rescan = todo[too_tight & (a[todo] == safe[0][todo]) & (b[todo] == safe[1][todo]) & ~full_scan[todo]]
-            if len(rescan):
-                y_full = self.scan(x[rescan])[1]
-                safe[0][rescan], safe[1][rescan] = _bracket(u_grid[rescan], y_full, self.bracket_rise)
-                multimodal[rescan] = _multimodal(y_full, self.multimodal_delta)
-                full_scan[rescan] = True
             a_new, b_new = _bracket(u_fine[todo], y_fine[todo], self.bracket_rise)
             a_new, b_new = _parabola_bracket(u_fine[todo], y_fine[todo], a_new, b_new, _WIDEN**2 * self.bracket_rise)
-            a[todo] = np.where(too_tight, safe[0][todo], a_new)
-            b[todo] = np.where(too_tight, safe[1][todo], b_new)
+            a[todo] = np.where(too_tight, a_safe[todo], a_new)
+            b[todo] = np.where(too_tight, b_safe[todo], b_new)
             if round_ == 0:
                 t = np.linspace(0.0, 1.0, self.n_refine)
                 u_fine, y_fine = np.empty((len(x), len(t))), np.empty((len(x), len(t)))
