@@ -289,6 +289,14 @@ def main() -> None:
         "prior_shift_mle_max": float(shift_mle.max()),
         "prior_shift_mse_max": float(shift_mse.max()),
         "mle_moves_less_than_mse": bool(shift_mle.max() < shift_mse.max()),
+        "coverage_range_by_method": {
+            method: [min(r["coverage"] for r in rs), max(r["coverage"] for r in rs)]
+            for method, rs in rows.items()
+            if "coverage" in rs[0]
+        },
+        "mode_range_by_method": {
+            method: [min(r["mode"] for r in rs), max(r["mode"] for r in rs)] for method, rs in rows.items()
+        },
     }
     summary["timing_s"]["total"] = time.perf_counter() - t0
     path = out / "summary.json"
