@@ -111,7 +111,11 @@ def mle(model, test: Showers, likelihood: str, workers: int) -> tuple[Calibratio
     return result, time.perf_counter() - start
 
 
-def errorbar_vs_energy(rows_by_method: dict, key: str, ylabel: str, path: Path, *, band=None, line=None) -> None:
+def errorbar_vs_energy(
+    rows_by_method: dict, key: str, ylabel: str, path: Path, *, band=None, line=None, clip=None
+) -> None:
+    """One marker line per method against the true energy; ``clip=(lo, hi)`` bounds the y range (the JSON keeps
+    whatever falls outside)."""
     import matplotlib.pyplot as plt
 
     with hep_style():
@@ -126,6 +130,11 @@ def errorbar_vs_energy(rows_by_method: dict, key: str, ylabel: str, path: Path, 
             ax.axhspan(*band, color="tab:green", alpha=0.15, lw=0)
         if line is not None:
             ax.axhline(line, color="tab:green", ls="--", lw=1)
+        if clip is not None:
+            values = np.array([r[key] for rows in rows_by_method.values() for r in rows])
+            inside = values[(values >= clip[0]) & (values <= clip[1])]
+            pad = 0.15 * (np.ptp(inside) if len(inside) > 1 else 0.01)
+            ax.set_ylim(max(clip[0], inside.min() - pad), min(clip[1], inside.max() + pad))
         ax.set_xlabel(r"$E_\mathrm{true}$ [GeV]")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=12, loc="best")
@@ -254,6 +263,7 @@ def main() -> None:
         out / "bias_vs_energy.png",
         band=(0.99, 1.01),
         line=1.0,
+        clip=(0.9, 1.1),
     )
     errorbar_vs_energy(rows, "resolution", "relative resolution (68% half width)", out / "resolution_vs_energy.png")
     with_intervals = {k: v for k, v in rows.items() if k.startswith("mle")}
