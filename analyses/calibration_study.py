@@ -274,9 +274,15 @@ def main() -> None:
         out / "coverage_vs_energy.png",
         band=(CL68 - 0.03, CL68 + 0.03),
         line=CL68,
+        clip=(0.4, 0.95),
     )
     errorbar_vs_energy(
-        with_intervals, "ratio", "median per-shower sigma / observed spread", out / "sigma_vs_spread.png", line=1.0
+        with_intervals,
+        "ratio",
+        "median per-shower sigma / observed spread",
+        out / "sigma_vs_spread.png",
+        line=1.0,
+        clip=(0.5, 1.5),
     )
     plot_pulls(pulls(result.e_mle, result.e_lo, result.e_hi, truth), out / "pulls.png")
     example = int(np.flatnonzero(truth == 50)[0]) if np.any(truth == 50) else 0
