@@ -12,6 +12,15 @@ Sets (``names()``):
 * ``chi-m<mass>-d<distance>``: 300 showers of a 50 GeV pseudoscalar chi -> gamma gamma with mass 0.005,
   0.05, 0.5, 5 GeV decaying 0.33, 0.66, 1.00 or 1.44 m from its production point (the face is at 1.24 m);
 * ``hadron-late``: 300 late, broad neutral-hadron-like showers (second anomaly family), 1-100 GeV.
+
+Dijet sets for the resonant search (``dijet_names()``; LHC Olympics R&D layout, pandas HDF5 key ``df``,
+GeV, read with :mod:`calinfer.io.lhco`), packed by ``analyses/pack_dijets.py`` from the Pythia 8 chunks of
+``analyses/generate_dijets.py`` (seeds, settings, chunk list and counts in the file metadata, see
+:func:`describe_dijets`), cut to m_jj >= 2.8 TeV:
+
+* ``dijets-qcd``: QCD background, the "data" of the search (two of every three generated chunks);
+* ``dijets-qcd-reference``: an independent QCD sample (the other chunks) for the idealized-AD baseline;
+* ``dijets-signal``: W'(3.5 TeV) -> X(500 GeV) Y(100 GeV), X, Y -> q qbar, for signal injection.
 """
 
 from __future__ import annotations
@@ -30,9 +39,15 @@ __all__ = [
     "CHI_MASSES_GEV",
     "STORAGE_MANTISSA_BITS",
     "DatasetSpec",
+    "DijetSpec",
     "data_dir",
     "describe",
+    "describe_dijets",
+    "dijet_names",
+    "dijet_path",
+    "dijet_spec",
     "load",
+    "load_dijets",
     "names",
     "path",
     "regenerate",
@@ -143,6 +158,66 @@ def spec(name: str) -> DatasetSpec:
         return _SPECS[name]
     except KeyError:
         raise InputError(f"unknown data set {name!r}; known: {', '.join(_SPECS)}") from None
+
+
+@dataclass(frozen=True)
+class DijetSpec:
+    """An embedded dijet set: ``process`` of ``analyses/generate_dijets.py`` and its ``role`` in the search
+    (``"data"``, ``"reference"`` or ``"signal"``)."""
+
+    name: str
+    description: str
+    process: str
+    role: str
+
+
+_DIJET_SPECS = {
+    s.name: s
+    for s in (
+        DijetSpec("dijets-qcd", "QCD dijets, m_jj >= 2.8 TeV (search data)", "qcd", "data"),
+        DijetSpec("dijets-qcd-reference", "independent QCD dijets, m_jj >= 2.8 TeV (idealized AD)", "qcd", "reference"),
+        DijetSpec("dijets-signal", "W'(3.5 TeV) -> X(500) Y(100 GeV) -> 4 quarks, m_jj >= 2.8 TeV", "signal", "signal"),
+    )
+}
+
+
+def dijet_names() -> list[str]:
+    """Names of the embedded dijet sets."""
+    return list(_DIJET_SPECS)
+
+
+def dijet_spec(name: str) -> DijetSpec:
+    """Description, process and role of an embedded dijet set."""
+    try:
+        return _DIJET_SPECS[name]
+    except KeyError:
+        raise InputError(f"unknown dijet set {name!r}; known: {', '.join(_DIJET_SPECS)}") from None
+
+
+def dijet_path(name: str) -> Path:
+    """File of an embedded dijet set (raises if the set is unknown or its file is missing)."""
+    dijet_spec(name)
+    p = data_dir() / f"{name}.h5"
+    if not p.is_file():
+        raise InputError(
+            f"{p}: the embedded dijet set {name!r} is missing from this installation; generate chunks with "
+            "analyses/generate_dijets.py and pack them with analyses/pack_dijets.py"
+        )
+    return p
+
+
+def load_dijets(name: str, *, extra: tuple[str, ...] = ()):
+    """An embedded dijet set as the features frame of :func:`calinfer.io.lhco.load_dijets` (TeV, with ``label``)."""
+    from calinfer.io.lhco import load_dijets as load_lhco
+
+    return load_lhco(dijet_path(name), extra=extra)
+
+
+def describe_dijets(name: str) -> dict:
+    """The metadata of an embedded dijet set (seeds, generator settings, chunks, cut, event counts)."""
+    from calinfer.io.lhco import read_lhco_metadata
+
+    return read_lhco_metadata(dijet_path(name))
 
 
 def data_dir() -> Path:

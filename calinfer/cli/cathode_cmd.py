@@ -10,6 +10,20 @@ import click
 __all__ = ["cathode"]
 
 
+def _resolve(item: str) -> str:
+    """A path as given, or the file of an embedded dijet set (``calinfer.datasets.dijet_names()``)."""
+    from calinfer import datasets
+    from calinfer.errors import InputError
+
+    if Path(item).exists():
+        return item
+    if item in datasets.dijet_names():
+        return str(datasets.dijet_path(item))
+    raise InputError(
+        f"{item}: no such file or directory, nor an embedded dijet set ({', '.join(datasets.dijet_names())})"
+    )
+
+
 def _json_default(obj):
     import numpy as np
 
@@ -21,7 +35,7 @@ def _json_default(obj):
 
 
 @click.command()
-@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("data", nargs=-1, required=True)
 @click.option(
     "--signal-region",
     nargs=2,
@@ -40,13 +54,13 @@ def _json_default(obj):
     metavar="LO HI",
     help="Outer edges of the sidebands [TeV] (the analysed m_jj range).",
 )
-@click.option("--inject", type=click.Path(exists=True), default=None, help="Signal file(s) (LHCO layout) to inject.")
+@click.option("--inject", default=None, help="Signal file (LHCO layout) or embedded set to inject, e.g. dijets-signal.")
 @click.option("--s-over-b", type=float, default=0.006, show_default=True, help="Injected S/B in the signal region.")
 @click.option(
     "--reference",
-    type=click.Path(exists=True),
     default=None,
-    help="Independent background sample (LHCO layout) for the idealized-AD baseline.",
+    help="Independent background sample (LHCO layout file or embedded set, e.g. dijets-qcd-reference) for the "
+    "idealized-AD baseline.",
 )
 @click.option("--baselines", default="", help="Comma-separated subset of idealized,cwola,anode,supervised.")
 @click.option("--n-flows", type=int, default=3, show_default=True, help="Density estimators in the ensemble.")
@@ -92,7 +106,8 @@ def cathode(
     threads: int,
     out_dir: str,
 ) -> None:
-    """Search for a localized excess in the m_jj signal region of DATA (LHCO-layout HDF5/ROOT files or directories).
+    """Search for a localized excess in the m_jj signal region of DATA (LHCO-layout HDF5/ROOT files or directories,
+    or an embedded dijet set such as dijets-qcd).
 
     Writes OUT/summary.json (background estimate with stat/ensemble/normalisation uncertainties, Cowan
     significance with and without the ensemble term, bump-hunt fits, maximum SIC when labels exist) and plots.
@@ -113,9 +128,9 @@ def cathode(
     torch.set_num_threads(threads)
     t0 = time.time()
     window = SignalRegion(signal_region[0], signal_region[1], sidebands[0], sidebands[1])
-    events = load_dijets(list(data))
+    events = load_dijets([_resolve(d) for d in data])
     if inject:
-        signal = load_dijets(inject)
+        signal = load_dijets(_resolve(inject))
         bkg = events[events["label"] == 0] if "label" in events.columns else events.assign(label=0)
         n_sig = n_signal_for(s_over_b, bkg["mjj"].to_numpy(), signal["mjj"].to_numpy(), window)
         events = inject_signal(bkg, signal, n_sig, seed=seed)
@@ -131,7 +146,9 @@ def cathode(
         baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
         seed=seed,
     )
-    result = run_search(events, window, config, reference=load_dijets(reference) if reference else None, progress=True)
+    result = run_search(
+        events, window, config, reference=load_dijets(_resolve(reference)) if reference else None, progress=True
+    )
     result.summary["wall_time_s"] = time.time() - t0
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
