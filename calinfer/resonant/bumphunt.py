@@ -5,11 +5,18 @@ The background shape is the standard dijet function of x = m_jj / sqrt(s),
     f(m) = exp(a) (1 - x)^p1 / x^(p2 + p3 ln x)     (events per TeV; ``n_params=3`` fixes p3 = 0),
 
 fitted with a binned Poisson likelihood (iminuit) to the bins outside the signal region. The
-prediction in the signal region carries the fit uncertainty (propagated from the covariance), and
-the local significance is Cowan's formula (:func:`~calinfer.resonant.significance.cowan_significance`)
+prediction in the signal region carries the fit uncertainty, propagated linearly from the parameter
+covariance, and the local significance is Cowan's formula (:func:`~calinfer.resonant.significance.cowan_significance`)
 with that uncertainty. The look-elsewhere effect is estimated with toys: Poisson spectra drawn from the
 background-only fit to the whole range are scanned with the same sliding windows, and the global
 p-value is the fraction of toys whose largest local significance reaches the observed one.
+
+The parameter covariance is the inverse of the expected Fisher information of the fitted bins,
+``J^T diag(1/mu) J`` with the exact Jacobian ``J = d mu / d p`` (each bin integrates ``f`` times
+``d ln f / d p``). The parameters of the dijet function are correlated at the 0.999 level, and a
+numerical Hessian (MINUIT's HESSE) of such a likelihood underestimated the uncertainty of the
+extrapolation into the signal region by a factor 1.6-1.8 in toys; with the Fisher matrix the toy
+pulls have unit width.
 """
 
 from __future__ import annotations
@@ -47,11 +54,25 @@ class DijetFunction:
         p3 = p[3] if len(p) == 4 else 0.0
         return np.exp(p[0] + p[1] * np.log1p(-x) - (p[2] + p3 * lx) * lx)
 
-    def _bin_integrals(self, edges: np.ndarray, params: np.ndarray) -> np.ndarray:
+    def _log_gradient(self, m: np.ndarray) -> np.ndarray:
+        """``d ln f / d p`` at masses ``m``: shape ``m.shape + (n_params,)``."""
+        x = np.asarray(m, dtype=np.float64) / self.sqrt_s
+        lx = np.log(x)
+        return np.stack([np.ones_like(x), np.log1p(-x), -lx, -(lx**2)][: self.n_params], axis=-1)
+
+    def _quadrature(self, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = edges[:-1], edges[1:]
         half, mid = 0.5 * (hi - lo), 0.5 * (hi + lo)
-        pts = mid[:, None] + half[:, None] * _GL_NODES[None, :]
-        return (self.density(pts, params) * _GL_WEIGHTS[None, :]).sum(axis=1) * half
+        return mid[:, None] + half[:, None] * _GL_NODES[None, :], half[:, None] * _GL_WEIGHTS[None, :]
+
+    def _bin_integrals(self, edges: np.ndarray, params: np.ndarray) -> np.ndarray:
+        pts, w = self._quadrature(edges)
+        return (self.density(pts, params) * w).sum(axis=1)
+
+    def _bin_jacobian(self, edges: np.ndarray, params: np.ndarray) -> np.ndarray:
+        """``d (expected counts per bin) / d params``, shape ``(n_bins, n_params)``."""
+        pts, w = self._quadrature(edges)
+        return np.einsum("bk,bkp->bp", self.density(pts, params) * w, self._log_gradient(pts))
 
     def _params(self) -> np.ndarray:
         if self.params_ is None:
@@ -85,19 +106,34 @@ class DijetFunction:
                 return 1e300
             return float(np.sum(mu - n[use] * np.log(mu)))
 
+        def grad(*p: float) -> np.ndarray:
+            q = np.asarray(p)
+            mu = self._bin_integrals(e, q)[use]
+            return ((1 - n[use] / mu)[:, None] * self._bin_jacobian(e, q)[use]).sum(axis=0)
+
         names = ("a", "p1", "p2", "p3")[: self.n_params]
-        m = Minuit(nll, *start, name=names)
+        m = Minuit(nll, *start, grad=grad, name=names)
         m.errordef = Minuit.LIKELIHOOD
         m.strategy = 1
         m.migrad()
         if not m.valid:
             m.migrad()
-        m.hesse()
         self.params_ = np.array(m.values)
-        self.cov_ = np.array(m.covariance)
-        self.valid_ = bool(m.valid)
+        self.cov_ = self._fisher_covariance(e, use)
+        self.valid_ = bool(m.valid) and bool(np.all(np.isfinite(self.cov_)))
         self.nll_ = float(m.fval)
         return self
+
+    def _fisher_covariance(self, edges: np.ndarray, use: np.ndarray) -> np.ndarray:
+        """Inverse expected Fisher information of the bins ``use`` at the fitted parameters."""
+        mu = self._bin_integrals(edges, self.params_)[use]
+        jac = self._bin_jacobian(edges, self.params_)[use]
+        info = jac.T @ (jac / mu[:, None])
+        scale = np.sqrt(np.diag(info))  # equilibrate: the parameters are correlated at the 0.999 level
+        try:
+            return np.linalg.inv(info / np.outer(scale, scale)) / np.outer(scale, scale)
+        except np.linalg.LinAlgError:
+            return np.full_like(info, np.nan)
 
     def expected(self, edges: np.ndarray) -> np.ndarray:
         """Expected counts in each bin of ``edges``."""
@@ -107,18 +143,8 @@ class DijetFunction:
         """Expected events in ``[low, high)`` and its fit uncertainty (linear error propagation)."""
         p = self._params()
         edges = np.linspace(low, high, 9)
-
-        def total(q: np.ndarray) -> float:
-            return float(self._bin_integrals(edges, q).sum())
-
-        value = total(p)
-        step = 1e-6 * np.maximum(np.abs(p), 1.0)
-        grad = np.array(
-            [
-                (total(p + np.eye(len(p))[i] * step[i]) - total(p - np.eye(len(p))[i] * step[i])) / (2 * step[i])
-                for i in range(len(p))
-            ]
-        )
+        value = float(self._bin_integrals(edges, p).sum())
+        grad = self._bin_jacobian(edges, p).sum(axis=0)
         return value, float(np.sqrt(max(grad @ self.cov_ @ grad, 0.0)))
 
 
