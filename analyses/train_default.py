@@ -2,10 +2,11 @@
 
 Data: the embedded photon sets ``photons-train`` (50k showers, CaloGAN geometry, E uniform in
 1-100 GeV) for training and ``photons-val`` (10k) for validation/early stopping. The
-architecture is the package default (flow I: 4 autoregressive spline blocks, hidden 32; flow II:
-8 coupling spline blocks, hidden 96) trained in float32 on one CPU thread within a wall-time
-budget (about 55 minutes). Checkpoints go to ``--work-dir`` after every epoch; rerun with
-``--resume`` after an interruption. The model directory is replaced as a whole at the end.
+architecture is flow I: 4 autoregressive spline blocks, hidden 32 (the package default); flow II:
+8 coupling spline blocks, hidden 96 (narrower than the package default 128, for the CPU budget).
+It trains in float32 on one CPU thread within a wall-time budget (about 55 minutes). Checkpoints go
+to ``--work-dir`` after every epoch; rerun with ``--resume`` after an interruption. The model
+directory is replaced as a whole at the end.
 
     python analyses/train_default.py --minutes 55 --threads 1 --work-dir /work/runs/default
 """

@@ -179,6 +179,7 @@ class ShowerSurrogate:
         self.preprocessing = preprocessing
         self.layer_flow = layer_flow.eval()
         self.voxel_flow = voxel_flow.eval()
+        self._converted: dict[tuple[torch.dtype, torch.device], tuple] = {}  # (version, flow I, flow II)
         self.provenance = dict(provenance or {})
         self.training = dict(training or {})
         self.energy_range = None if energy_range is None else (float(energy_range[0]), float(energy_range[1]))
@@ -238,9 +239,16 @@ class ShowerSurrogate:
         return default_device() if device is None else torch.device(device)
 
     def _flows(self, dtype: torch.dtype, device: torch.device) -> tuple[ConditionalFlow, ConditionalFlow]:
+        """The flows in ``dtype`` on ``device``: the originals for float32 on the CPU, else a converted copy cached
+        until the original parameters change (training updates them in place, which bumps their version)."""
         if dtype == torch.float32 and device.type == "cpu":
             return self.layer_flow, self.voxel_flow
-        return copy.deepcopy(self.layer_flow).to(device, dtype), copy.deepcopy(self.voxel_flow).to(device, dtype)
+        version = tuple(p._version for flow in (self.layer_flow, self.voxel_flow) for p in flow.parameters())
+        cached = self._converted.get((dtype, device))
+        if cached is None or cached[0] != version:
+            flows = (copy.deepcopy(self.layer_flow).to(device, dtype), copy.deepcopy(self.voxel_flow).to(device, dtype))
+            cached = self._converted[(dtype, device)] = (version, *flows)
+        return cached[1], cached[2]
 
     # --- densities -------------------------------------------------------------------------
     def _layers_term(self, flow1: ConditionalFlow, layer_t: torch.Tensor, e_t: torch.Tensor):

@@ -7,7 +7,7 @@ import os
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-def pytest_configure(config) -> None:  # noqa: ARG001
+def pytest_configure(config) -> None:
     try:
         import torch
     except ImportError:  # torch is a hard dependency; the import error surfaces in the tests that need it

@@ -192,7 +192,7 @@ class AnomalyTask:
 
         model = cached_model(self.model)
         options: dict = {"device": self.device}
-        if self.score == "profile":
+        if self.score.startswith("profile"):
             options["n_grid"] = self.n_grid
         else:
             options["scale"] = self.energy_scale
