@@ -297,3 +297,16 @@ def test_cli_calibrate_writes_one_entry_per_shower(tiny_surrogate, tmp_path) -> 
     assert meta["likelihood"] == "layers" and meta["energy_range_gev"] == [2.0, 90.0]
     again = CliRunner().invoke(main, [*args[:2], "--out", str(tmp_path / "in.root"), *args[4:]])
     assert again.exit_code != 0  # never overwrite the input
+
+
+@pytest.mark.parametrize("energy", [20, 50, 80])
+def test_pretrained_default_calibration_closes_and_covers(energy: int) -> None:
+    """The shipped surrogate's layer likelihood: unbiased E_mle and 68% intervals that cover at the nominal rate."""
+    from calinfer import datasets, load_default
+
+    showers = datasets.load(f"photons-test-{energy}")[:300]
+    result = Calibrator(load_default()).fit(showers)
+    assert np.mean(result.status & Status.CONVERGED) > 0.98
+    assert abs(np.median(result.e_mle / energy) - 1) < 0.02
+    frac, err = coverage(result.e_lo, result.e_hi, showers.incident_energy)
+    assert abs(frac - 0.683) < 3.5 * err

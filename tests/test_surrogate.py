@@ -14,7 +14,7 @@ from calinfer import preprocessing
 from calinfer.errors import GeometryMismatchError, InputError, ModelError
 from calinfer.geometry import Geometry, Layer, get_geometry
 from calinfer.showers import Showers
-from calinfer.surrogate import ShowerSurrogate, SurrogateEnsemble, default_model_path, load_model
+from calinfer.surrogate import ShowerSurrogate, SurrogateEnsemble, load_model
 
 TINY = Geometry(name="tiny", layers=(Layer("a", (1, 3), cell_size_mm=(1.0, 1.0)),
                                      Layer("b", (2, 2), cell_size_mm=(1.0, 1.0))))
@@ -233,7 +233,6 @@ def test_ensemble_combines_in_log_space(tmp_path) -> None:
         load_model(tmp_path / "ens", geometry="calogan")
 
 
-@pytest.mark.skipif(not default_model_path().is_dir(), reason="the pretrained default model is not installed")
 def test_pretrained_default_gives_finite_likelihoods() -> None:
     from calinfer import datasets
 
