@@ -147,6 +147,27 @@ def test_flow_interpolates_the_condition_and_generates_background(toy_flow):
     assert x.shape == (1000, 2) and np.all((m >= 3.3) & (m < 3.7))
 
 
+def test_bootstrap_flow_trains_on_a_resample_and_validates_out_of_bag():
+    rng = np.random.default_rng(30)
+    m = rng.uniform(3.0, 4.0, 600)
+    x = np.stack([0.2 + 0.1 * (m - 3.5) + 0.03 * rng.normal(size=600), rng.beta(2, 5, 600)], axis=1)
+    seen = []
+
+    class Recording(ConditionalFlow):
+        def _nll(self, model, z, c, batch=65536):
+            seen.append(len(z))
+            return super()._nll(model, z, c, batch)
+
+    kw = {"epochs": 2, "n_transforms": 1, "hidden": 8, "n_best_epochs": 1, "batch_size": 128}
+    a = Recording(bootstrap=True, seed=1, **kw).fit(x, m)
+    assert 0.3 * 600 < seen[0] < 0.44 * 600  # out-of-bag events: (1 - 1/e) of them are drawn
+    seen.clear()
+    Recording(seed=1, **kw).fit(x, m)
+    assert seen[0] == 120  # plain 20% validation split
+    b = ConditionalFlow(bootstrap=True, seed=2, **kw).fit(x, m)
+    assert not np.allclose(a.sample(np.full(50, 3.5), seed=3), b.sample(np.full(50, 3.5), seed=3))
+
+
 def test_mass_sampler_follows_the_signal_region_spectrum():
     rng = np.random.default_rng(8)
     mjj = 2.8 + rng.exponential(0.5, 20000)
@@ -316,6 +337,15 @@ def test_cathode_finds_the_signal_and_estimates_the_background(toy_cathode):
     assert len(side) == window.in_sidebands(m).sum() and np.all((side >= 0) & (side <= 1))
 
 
+def test_cathode_reuses_trained_flows(toy_cathode):
+    cathode, m, x, _, window, clf, _ = toy_cathode
+    again = Cathode(window, n_flows=2, oversample=3, classifier=clf, n_folds=3, seed=21).fit(m, x, flows=cathode.flows_)
+    assert again.flows_[0] is cathode.flows_[0]
+    np.testing.assert_allclose(again.scores_, cathode.scores_)  # same flows and seeds: the same result
+    with pytest.raises(InputError, match="fitted flows"):
+        Cathode(window, n_flows=3, classifier=clf, n_folds=3).fit(m, x, flows=cathode.flows_)
+
+
 def test_baselines_score_only_the_signal_region(toy_cathode):
     cathode, m, x, label, window, clf, flow = toy_cathode
     sr = window.in_sr(m)
@@ -347,3 +377,24 @@ def test_signal_injection_sets_s_over_b_in_the_signal_region():
     assert n_signal_for(0.0, bkg["mjj"].to_numpy(), sig["mjj"].to_numpy(), window) == 0
     with pytest.raises(InputError):
         inject_signal(bkg, sig, 5000)
+
+
+# ---------------------------------------------------------------- embedded dijet sets
+
+
+def test_embedded_dijet_sets_are_disjoint_and_documented():
+    from calinfer import datasets
+
+    assert datasets.dijet_names() == ["dijets-qcd", "dijets-qcd-reference", "dijets-signal"]
+    meta = {n: datasets.describe_dijets(n) for n in datasets.dijet_names()}
+    seeds = {n: {c["pythia_seed"] for c in m["chunks"]} for n, m in meta.items()}
+    assert not seeds["dijets-qcd"] & seeds["dijets-qcd-reference"]  # independent Pythia streams
+    for m in meta.values():
+        assert m["n_events"] > 5000 and m["mjj_min_tev"] == 2.8 and m["generator_settings"]["process"] == m["process"]
+    signal = datasets.load_dijets("dijets-signal")
+    assert signal["mjj"].min() >= 2.8 - 1e-3 and np.all(signal["label"] == 1)
+    sr = SignalRegion(3.3, 3.7).in_sr(signal["mjj"].to_numpy())
+    assert sr.mean() > 0.8  # the W' peak at 3.5 TeV
+    assert np.median(signal["mj_light"][sr] + signal["delta_mj"][sr]) == pytest.approx(0.5, abs=0.03)
+    with pytest.raises(InputError, match="unknown dijet set"):
+        datasets.dijet_path("dijets-lhco")

@@ -17,7 +17,7 @@ Masses ``mjj`` in TeV, features ``x`` of shape ``(N, D)``; higher scores are mor
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,16 +145,24 @@ class Cathode(_ClassifierMethod):
         self.flow = flow if flow is not None else default_flow
         self.progress = progress
 
-    def fit(self, mjj: np.ndarray, x: np.ndarray) -> Cathode:
-        """Train the flows on the sideband events, generate background and score the signal region."""
+    def fit(self, mjj: np.ndarray, x: np.ndarray, flows: Sequence[ConditionalFlow] | None = None) -> Cathode:
+        """Train the flows on the sideband events, generate background and score the signal region.
+
+        ``flows``: an already trained ensemble of ``n_flows`` density estimators of these sidebands (e.g. shared
+        by several classifier seeds or signal injections); they are used as they are.
+        """
         mjj, x = _check(mjj, x)
         sb, sr = self.window.in_sidebands(mjj), self.window.in_sr(mjj)
         if sb.sum() < 100 or sr.sum() < 2 * self.n_folds:
             raise InputError(f"too few events: {int(sb.sum())} in the sidebands, {int(sr.sum())} in the signal region")
         seeds = _seeds(self.seed, 2 * self.n_flows + 2)
-        x_sb, m_sb = x[sb], mjj[sb]
-        jobs = [(self.flow(seeds[i]), x_sb, m_sb) for i in range(self.n_flows)]
-        self.flows_ = _train_flows(jobs, self.executor, self.progress)
+        if flows is not None:
+            if len(flows) != self.n_flows or any(f.models_ is None for f in flows):
+                raise InputError(f"need {self.n_flows} fitted flows, got {len(flows)} (fitted or not)")
+            self.flows_ = list(flows)
+        else:
+            jobs = [(self.flow(seeds[i]), x[sb], mjj[sb]) for i in range(self.n_flows)]
+            self.flows_ = _train_flows(jobs, self.executor, self.progress)
         self.masses_ = MassSampler(self.window.low, self.window.high).fit(mjj[sr])
         n_gen = round(self.oversample * sr.sum())
         gen_x, member = [], []

@@ -1,0 +1,652 @@
+"""CATHODE study on the embedded dijet sample: signal-injection scan, baselines, closure and significance.
+
+Data (``calinfer.datasets``, packed by ``analyses/pack_dijets.py``): ``dijets-qcd`` is the background of
+the search data, ``dijets-qcd-reference`` an independent background sample, ``dijets-signal`` the
+W'(3.5 TeV) -> X(500 GeV) Y(100 GeV) signal. The signal sample is split once into an injection pool and a
+pool that only trains the supervised classifier. Signal region 3.3-3.7 TeV, sidebands 2.8-5.0 TeV.
+
+1. Injection scan. For every seed and every injection (S/B in the signal region; S/sqrt(B) is printed
+   too, since this sample has fewer background events than the LHC Olympics one) signal events drawn
+   from the injection pool (nested: a smaller injection is a subset of a larger one) are added to the
+   background, and the signal-region events are scored by
+   * CATHODE: ``--n-flows`` conditional flows trained on the sidebands, background generated in the
+     signal region (``--oversample`` generated events per signal-region event in total), k-fold classifier;
+   * idealized AD: the same classifier against the true background of the reference sample;
+   * CWoLa: signal region against the sidebands;
+   * ANODE: density ratio of a k-fold flow on the signal region and the first CATHODE flow;
+   * supervised: the classifier trained on the supervised signal pool against the reference background.
+   Every score is out of fold (no event is scored by a model that saw it). The maximum SIC keeps at least
+   ``--min-background`` background events (the floor caps it at sqrt(B_SR / floor)). Within a seed the
+   sideband flows are trained once on the sidebands of the background and shared by the injections
+   (the injected signal puts at most 0.1 x S_SR events into the sidebands, which the JSON records as a
+   fraction of the sideband events: about 2e-4 at S/B = 0.6%). CATHODE's background estimate and
+   Cowan's significance are computed at each injection for ``--efficiencies``, with and without the
+   ensemble term.
+2. Closure. All background (search data and reference) is split into ``--closure-splits`` disjoint
+   parts; on each part and each closure window CATHODE runs with its own flows, and for each cut the pull
+   ``(n_observed - B) / sqrt(B + sigma_B^2)`` of the background estimate (sideband-fit normalisation x
+   generated pass fraction, uncertainties from the fit, the generated statistics and the ensemble
+   spread) is recorded. Independent parts give independent pulls: mean ~0 and width ~1 when the estimate
+   closes.
+
+Outputs in ``--out-dir`` (each written atomically): ``results.json`` (settings, data counts, every record,
+the medians and spreads, the closure pulls, the wall times), ``table.md``, ``sic_vs_injection.png``,
+``closure_pulls.png`` and ``sic_curves.png`` (largest injection, first seed).
+
+    python analyses/cathode_study.py --out-dir results/cathode_study            # default (tens of minutes)
+    python analyses/cathode_study.py --out-dir /tmp/cathode_quick --quick        # smoke test (~1-2 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["StudyConfig", "closure_task", "main", "scan_task", "summarize"]
+
+METHODS = ("CATHODE", "idealized AD", "CWoLa", "ANODE", "supervised")
+_METHOD_KEYS = dict(zip(("cathode", "idealized", "cwola", "anode", "supervised"), METHODS, strict=True))
+
+
+@dataclass
+class StudyConfig:
+    """All settings of the study (recorded in ``results.json``)."""
+
+    data: str = "dijets-qcd"
+    reference: str = "dijets-qcd-reference"
+    signal: str = "dijets-signal"
+    signal_region: tuple[float, float] = (3.3, 3.7)
+    sidebands: tuple[float, float] = (2.8, 5.0)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    injections: tuple[float, ...] = (0.006, 0.003, 0.0015, 0.0005)
+    methods: tuple[str, ...] = METHODS
+    n_flows: int = 3
+    oversample: float = 4.0
+    n_folds: int = 5
+    anode_folds: int = 2
+    flow: dict = field(
+        default_factory=lambda: {
+            "epochs": 25,
+            "batch_size": 2048,
+            "lr": 2e-3,
+            "n_blocks": 1,
+            "n_best_epochs": 5,
+            "bootstrap": True,
+        }
+    )
+    classifier: dict = field(default_factory=lambda: {"epochs": 20, "batch_size": 512, "n_best_epochs": 5})
+    efficiencies: tuple[float, ...] = (0.2, 0.1, 0.05, 0.02)
+    closure_splits: int = 6
+    closure_windows: tuple[tuple[float, float], ...] = ((3.3, 3.7),)
+    min_background: float = 50.0
+    max_data_events: int | None = None
+    bin_width: float = 0.1
+    threads: int = 1
+
+
+def _load(name_or_path: str):
+    from calinfer import datasets
+    from calinfer.io.lhco import load_dijets
+
+    if Path(name_or_path).exists():
+        return load_dijets(name_or_path)
+    return datasets.load_dijets(name_or_path)
+
+
+def _arrays(frame, window, features) -> tuple[np.ndarray, np.ndarray]:
+    m = frame["mjj"].to_numpy(np.float64)
+    keep = window.in_range(m)
+    return m[keep], frame[list(features)].to_numpy(np.float64)[keep]
+
+
+def _seed(*keys: int) -> int:
+    return int(np.random.default_rng(list(keys)).integers(2**31))
+
+
+def _configured(cls: type, options: dict, seed: int):
+    return cls(**{**options, "seed": seed})
+
+
+def _flow_factory(cfg: StudyConfig):
+    from calinfer.resonant.density import ConditionalFlow
+
+    return partial(_configured, ConditionalFlow, cfg.flow)
+
+
+def _classifier_factory(cfg: StudyConfig):
+    from calinfer.resonant.classifier import EnsembleMLP
+
+    return partial(_configured, EnsembleMLP, cfg.classifier)
+
+
+def _flows(cfg: StudyConfig, m: np.ndarray, x: np.ndarray, window, seed: int) -> list:
+    sb = window.in_sidebands(m)
+    make = _flow_factory(cfg)
+    return [make(_seed(seed, 1, i)).fit(x[sb], m[sb]) for i in range(cfg.n_flows)]
+
+
+def _estimates(cfg: StudyConfig, cathode, m: np.ndarray, window, label_sr: np.ndarray | None) -> tuple[dict, list]:
+    """Sideband fit before the cut, then background estimate, pull and significance for every efficiency."""
+    from calinfer.resonant.bumphunt import bump_hunt
+    from calinfer.resonant.search import mass_bins
+    from calinfer.resonant.significance import pull
+
+    edges = mass_bins(window, cfg.bin_width)
+    before = bump_hunt(edges, np.histogram(m, edges)[0], window)
+    cuts = []
+    for eff in cfg.efficiencies:
+        cut = cathode.cut(eff, before.b, before.sigma_b)
+        est = cut.estimate
+        entry = cut.to_dict()
+        entry["pull"] = float(pull(cut.n_observed, est.b, est.sigma))
+        entry["pull_without_ensemble"] = float(pull(cut.n_observed, est.b, np.hypot(est.sigma_stat, est.sigma_norm)))
+        if label_sr is not None:
+            entry["n_signal_passing"] = int(np.sum(cathode.scores_[label_sr == 1] >= cut.threshold))
+        cuts.append(entry)
+    return before.to_dict(), cuts
+
+
+def scan_task(job: tuple) -> dict:
+    """One seed of the injection scan: flows once, then every injection and method; a list of records."""
+    import torch
+
+    from calinfer.errors import InputError
+    from calinfer.metrics import max_sic, roc_curve
+    from calinfer.resonant.injection import n_signal_for
+    from calinfer.resonant.methods import Anode, Cathode, CWoLa, IdealizedAD
+    from calinfer.resonant.windows import SignalRegion
+
+    cfg, seed, arrays = job
+    torch.set_num_threads(cfg.threads)
+    t0 = time.time()
+    window = SignalRegion(*cfg.signal_region, *cfg.sidebands)
+    m_b, x_b = arrays["background"]
+    m_s, x_s = arrays["signal_injection"]
+    x_ref_sr = arrays["reference_sr"]
+    flows = _flows(cfg, m_b, x_b, window, seed)
+    t_flows = time.time() - t0
+    clf = _classifier_factory(cfg)
+    supervised = None
+    if "supervised" in cfg.methods:
+        x_sup = arrays["signal_supervised_sr"]
+        supervised = clf(_seed(seed, 2)).fit(
+            np.concatenate([x_sup, x_ref_sr]), np.r_[np.ones(len(x_sup)), np.zeros(len(x_ref_sr))]
+        )
+    order = np.random.default_rng(_seed(seed, 3)).permutation(len(m_s))
+    records, curves = [], {}
+    for k, inj in enumerate(cfg.injections):
+        t1 = time.time()
+        n_sig = n_signal_for(inj, m_b, m_s, window)
+        pick = order[:n_sig]
+        m = np.r_[m_b, m_s[pick]]
+        x = np.concatenate([x_b, x_s[pick]])
+        y = np.r_[np.zeros(len(m_b)), np.ones(n_sig)]
+        sr, sb = window.in_sr(m), window.in_sidebands(m)
+        y_sr = y[sr]
+        common = {"n_folds": cfg.n_folds, "seed": _seed(seed, 4, k)}
+        n_flows, oversample = cfg.n_flows, cfg.oversample / cfg.n_flows
+        cathode = Cathode(window, n_flows=n_flows, oversample=oversample, classifier=clf, **common)
+        cathode.fit(m, x, flows=flows)
+        scores = {"CATHODE": cathode.scores_}
+        if "idealized AD" in cfg.methods:
+            scores["idealized AD"] = IdealizedAD(window, classifier=clf, **common).fit(m, x, x_ref_sr).scores_
+        if "CWoLa" in cfg.methods:
+            scores["CWoLa"] = CWoLa(window, classifier=clf, **common).fit(m, x).scores_
+        if "ANODE" in cfg.methods:
+            anode = Anode(window, flow=_flow_factory(cfg), n_folds=cfg.anode_folds, seed=common["seed"])
+            scores["ANODE"] = anode.fit(m, x, background_flow=flows[0]).scores_
+        if supervised is not None:
+            scores["supervised"] = supervised.predict_proba(x[sr])[:, 1]
+        before, cuts = _estimates(cfg, cathode, m, window, y_sr)
+        b_sr = int(np.sum(y_sr == 0))
+        record = {
+            "seed": seed,
+            "s_over_b": inj,
+            "n_signal_injected": int(n_sig),
+            "n_signal_sr": int(np.sum(y_sr == 1)),
+            "n_background_sr": b_sr,
+            "s_over_b_sr": float(np.sum(y_sr == 1) / b_sr),
+            "s_over_sqrt_b_sr": float(np.sum(y_sr == 1) / np.sqrt(b_sr)),
+            "signal_fraction_sidebands": float(np.sum(y[sb] == 1) / sb.sum()),
+            "sic_cap": float(np.sqrt(b_sr / cfg.min_background)),
+            "max_sic": {},
+            "auc": {},
+            "sideband_fit_before_cut": before,
+            "cuts": cuts,
+            "wall_s": time.time() - t1,
+        }
+        for name, sc in scores.items():
+            s, b = sc[y_sr == 1], sc[y_sr == 0]
+            try:
+                record["max_sic"][name] = max_sic(s, b, min_background=cfg.min_background) if len(s) else None
+            except InputError as exc:  # too few background events for the floor
+                record["max_sic"][name] = None
+                record.setdefault("warnings", []).append(f"{name}: {exc}")
+            record["auc"][name] = roc_curve(s, b).auc if len(s) else None
+            if k == 0:
+                curves[name] = (s, b)
+        records.append(record)
+    return {"seed": seed, "records": records, "curves": curves, "wall_s": time.time() - t0, "flows_s": t_flows}
+
+
+def closure_task(job: tuple) -> dict:
+    """CATHODE on one background-only part in one window: pulls of the background estimate for every cut."""
+    import torch
+
+    from calinfer.resonant.methods import Cathode
+    from calinfer.resonant.windows import SignalRegion
+
+    cfg, part, window_edges, (m, x) = job
+    torch.set_num_threads(cfg.threads)
+    t0 = time.time()
+    window = SignalRegion(*window_edges, *cfg.sidebands)
+    seed = _seed(part, 5, round(1000 * window.low))
+    flows = _flows(cfg, m, x, window, seed)
+    cathode = Cathode(
+        window,
+        n_flows=cfg.n_flows,
+        oversample=cfg.oversample / cfg.n_flows,
+        classifier=_classifier_factory(cfg),
+        n_folds=cfg.n_folds,
+        seed=seed,
+    ).fit(m, x, flows=flows)
+    before, cuts = _estimates(cfg, cathode, m, window, None)
+    return {
+        "part": part,
+        "window": list(window_edges),
+        "n_events": len(m),
+        "n_signal_region": int(window.in_sr(m).sum()),
+        "sideband_fit_before_cut": before,
+        "cuts": cuts,
+        "wall_s": time.time() - t0,
+    }
+
+
+def _spread(values: list[float]) -> dict:
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    if not len(v):
+        return {"n": 0}
+    q16, q50, q84 = np.quantile(v, [0.16, 0.5, 0.84])
+    return {"n": len(v), "median": q50, "q16": q16, "q84": q84, "min": v.min(), "max": v.max(), "values": v.tolist()}
+
+
+def summarize(cfg: StudyConfig, scan: list[dict], closure: list[dict]) -> dict:
+    """Medians and spreads over seeds per method and injection; closure pull mean and width per cut."""
+    records = [r for task in scan for r in task["records"]]
+    out: dict = {"max_sic": {}, "ratio_cathode_to_idealized": {}, "injections": [], "significance": {}}
+    for inj in cfg.injections if records else ():
+        rows = [r for r in records if r["s_over_b"] == inj]
+        key = f"{inj:g}"
+        out["injections"].append(
+            {
+                "s_over_b": inj,
+                "n_signal_sr": _spread([r["n_signal_sr"] for r in rows])["median"],
+                "s_over_b_sr": _spread([r["s_over_b_sr"] for r in rows])["median"],
+                "s_over_sqrt_b_sr": _spread([r["s_over_sqrt_b_sr"] for r in rows])["median"],
+                "sic_cap": rows[0]["sic_cap"],
+                "signal_fraction_sidebands": _spread([r["signal_fraction_sidebands"] for r in rows])["median"],
+            }
+        )
+        for name in cfg.methods:
+            out["max_sic"].setdefault(name, {})[key] = _spread([r["max_sic"].get(name) for r in rows])
+        ratios = [
+            r["max_sic"]["CATHODE"] / r["max_sic"]["idealized AD"]
+            for r in rows
+            if r["max_sic"].get("CATHODE") and r["max_sic"].get("idealized AD")
+        ]
+        out["ratio_cathode_to_idealized"][key] = _spread(ratios)
+        out["significance"][key] = {
+            f"{eff:g}": {
+                "z": _spread([r["cuts"][i]["significance"] for r in rows]),
+                "z_without_ensemble": _spread([r["cuts"][i]["significance_without_ensemble"] for r in rows]),
+                "n_signal_passing": _spread([r["cuts"][i]["n_signal_passing"] for r in rows]),
+            }
+            for i, eff in enumerate(cfg.efficiencies)
+        }
+    pulls: dict = {}
+    for i, eff in enumerate(cfg.efficiencies):
+        p = np.array([c["cuts"][i]["pull"] for c in closure])
+        q = np.array([c["cuts"][i]["pull_without_ensemble"] for c in closure])
+        if len(p):
+            pulls[f"{eff:g}"] = {
+                "n": len(p),
+                "mean": float(p.mean()),
+                "std": float(p.std(ddof=1)) if len(p) > 1 else None,
+                "mean_error": float(p.std(ddof=1) / np.sqrt(len(p))) if len(p) > 1 else None,
+                "mean_without_ensemble": float(q.mean()),
+                "std_without_ensemble": float(q.std(ddof=1)) if len(q) > 1 else None,
+                "values": p.tolist(),
+            }
+    fit_pulls = [
+        (c["sideband_fit_before_cut"]["n_observed"] - c["sideband_fit_before_cut"]["b"])
+        / np.sqrt(c["sideband_fit_before_cut"]["b"] + c["sideband_fit_before_cut"]["sigma_b"] ** 2)
+        for c in closure
+    ]
+    out["closure"] = {"pulls": pulls, "sideband_fit_pulls_before_cut": [float(v) for v in fit_pulls]}
+    return out
+
+
+def _table(cfg: StudyConfig, summary: dict, wall: float) -> str:
+    lines = ["# CATHODE study", "", "Maximum SIC (median [16%, 84%] over seeds):", ""]
+    head = "| S/B (SR) | S_SR | S/sqrt(B) | " + " | ".join(cfg.methods) + " | CATHODE / idealized |"
+    lines += [head, "|" + "---|" * (len(cfg.methods) + 4)]
+    for info in summary["injections"]:
+        key = f"{info['s_over_b']:g}"
+        cells = []
+        for name in cfg.methods:
+            s = summary["max_sic"][name][key]
+            cells.append(f"{s['median']:.2f} [{s['q16']:.2f}, {s['q84']:.2f}]" if s["n"] else "-")
+        r = summary["ratio_cathode_to_idealized"][key]
+        ratio = f"{r['median']:.2f} [{r['q16']:.2f}, {r['q84']:.2f}]" if r["n"] else "-"
+        lines.append(
+            f"| {100 * info['s_over_b_sr']:.3f}% | {info['n_signal_sr']:.0f} | {info['s_over_sqrt_b_sr']:.2f} | "
+            + " | ".join(cells)
+            + f" | {ratio} |"
+        )
+    if summary["injections"]:
+        lines += ["", f"SIC cap from the background floor: {summary['injections'][0]['sic_cap']:.1f}"]
+    lines.append("")
+    lines += ["Significance of the CATHODE cut (median Z with / without the ensemble term):", ""]
+    lines += ["| S/B | " + " | ".join(f"eps_B = {e:g}" for e in cfg.efficiencies) + " |"]
+    lines += ["|" + "---|" * (len(cfg.efficiencies) + 1)]
+    for key, per_eff in summary["significance"].items():
+        cells = [f"{v['z']['median']:.2f} / {v['z_without_ensemble']['median']:.2f}" for v in per_eff.values()]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    lines += ["", "Background-only closure (pull = (n - B) / sqrt(B + sigma_B^2) over disjoint parts x windows):", ""]
+    lines += ["| eps_B | n | mean | width | mean / width without ensemble term |", "|---|---|---|---|---|"]
+    for eff, p in summary["closure"]["pulls"].items():
+        std = f"{p['std']:.2f}" if p["std"] is not None else "-"
+        std_ne = f"{p['std_without_ensemble']:.2f}" if p["std_without_ensemble"] is not None else "-"
+        err = f" ± {p['mean_error']:.2f}" if p["mean_error"] is not None else ""
+        lines.append(
+            f"| {eff} | {p['n']} | {p['mean']:.2f}{err} | {std} | {p['mean_without_ensemble']:.2f} / {std_ne} |"
+        )
+    fit = summary["closure"]["sideband_fit_pulls_before_cut"]
+    lines += ["", f"Sideband-fit pulls before the cut: {', '.join(f'{v:.2f}' for v in fit)}", ""]
+    lines += [f"Wall time: {wall:.0f} s", ""]
+    return "\n".join(lines)
+
+
+def _plot_sic_vs_injection(cfg: StudyConfig, summary: dict, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from calinfer import plotting
+
+    fig, ax = plt.subplots(figsize=(8, 6))
+    x = np.array([100 * i["s_over_b_sr"] for i in summary["injections"]])
+    for k, name in enumerate(cfg.methods):
+        s = [summary["max_sic"][name][f"{i['s_over_b']:g}"] for i in summary["injections"]]
+        ok = np.array([v["n"] > 0 for v in s])
+        if not ok.any():
+            continue
+        med, lo, hi = (np.array([v.get(q, np.nan) for v in s]) for q in ("median", "q16", "q84"))
+        (line,) = ax.plot(x[ok], med[ok], marker="o", label=name, color=f"C{k}")
+        ax.fill_between(x[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, lw=0)
+    ax.axhline(summary["injections"][0]["sic_cap"], color="grey", ls=":", label="cap (background floor)")
+    ax.axhline(1, color="grey", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("S/B in the signal region [%]")
+    ax.set_ylabel("max SIC (median, 16-84% band over seeds)")
+    per_percent = summary["injections"][0]["s_over_sqrt_b_sr"] / x[0]
+    sec = ax.secondary_xaxis("top", functions=(lambda v: v * per_percent, lambda v: v / per_percent))
+    sec.set_xlabel("S/√B in the signal region")
+    ax.legend(fontsize="small")
+    plotting.save_figure(fig, out / "sic_vs_injection.png")
+
+
+def _plot_closure(summary: dict, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from calinfer import plotting
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 5), layout="constrained")
+    pulls = summary["closure"]["pulls"]
+    allp = np.concatenate([p["values"] for p in pulls.values()]) if pulls else np.zeros(0)
+    if len(allp):
+        a1.hist(allp, bins=np.linspace(-4, 4, 17), density=True, histtype="step", lw=1.5, label="pulls (all cuts)")
+        g = np.linspace(-4, 4, 200)
+        a1.plot(g, np.exp(-0.5 * g**2) / np.sqrt(2 * np.pi), color="grey", ls="--", label="N(0, 1)")
+    a1.set_xlabel("(n - B) / sqrt(B + sigma_B^2)")
+    a1.legend(fontsize="small")
+    a2.errorbar(
+        [float(e) for e in pulls],
+        [p["mean"] for p in pulls.values()],
+        yerr=[p["std"] or 0 for p in pulls.values()],
+        fmt="o",
+        capsize=4,
+        label="mean ± width",
+    )
+    a2.axhline(0, color="grey", ls="--")
+    a2.axhspan(-1, 1, color="grey", alpha=0.1)
+    a2.set_xscale("log")
+    a2.set_xlabel("background efficiency of the cut")
+    a2.set_ylabel("pull")
+    a2.legend(fontsize="small")
+    plotting.save_figure(fig, out / "closure_pulls.png")
+
+
+def _plots(cfg: StudyConfig, summary: dict, curves: dict, out: Path) -> None:
+    from calinfer import plotting
+    from calinfer.metrics import roc_curve
+
+    with plotting.hep_style():
+        if summary["injections"]:
+            _plot_sic_vs_injection(cfg, summary, out)
+        if summary["closure"]["pulls"]:
+            _plot_closure(summary, out)
+    if curves:
+        rocs = {name: roc_curve(s, b) for name, (s, b) in curves.items() if len(s)}
+        fig, _ = plotting.plot_sic(
+            rocs, min_background=cfg.min_background, title=f"S/B = {cfg.injections[0]:g}, seed {cfg.seeds[0]}"
+        )
+        plotting.save_figure(fig, out / "sic_curves.png")
+
+
+def _prepare(cfg: StudyConfig) -> tuple[dict, dict]:
+    """Arrays for the tasks and a description of the inputs."""
+    from calinfer.io.lhco import STANDARD_FEATURES
+    from calinfer.resonant.windows import SignalRegion
+
+    window = SignalRegion(*cfg.signal_region, *cfg.sidebands)
+    data, reference, signal = (_load(n) for n in (cfg.data, cfg.reference, cfg.signal))
+    data = data[data["label"] == 0] if "label" in data.columns else data
+    if cfg.max_data_events is not None and len(data) > cfg.max_data_events:
+        data = data.sample(cfg.max_data_events, random_state=0)
+    m_b, x_b = _arrays(data, window, STANDARD_FEATURES)
+    m_r, x_r = _arrays(reference, window, STANDARD_FEATURES)
+    m_s, x_s = _arrays(signal, window, STANDARD_FEATURES)
+    pool = np.random.default_rng(12345).permutation(len(m_s)) % 2 == 0  # fixed split of the signal sample
+    sup_sr = window.in_sr(m_s) & ~pool
+    arrays = {
+        "background": (m_b, x_b),
+        "reference_sr": x_r[window.in_sr(m_r)],
+        "signal_injection": (m_s[pool], x_s[pool]),
+        "signal_supervised_sr": x_s[sup_sr],
+    }
+    info = {
+        "n_background": len(m_b),
+        "n_background_sr": int(window.in_sr(m_b).sum()),
+        "n_background_sidebands": int(window.in_sidebands(m_b).sum()),
+        "n_reference": len(m_r),
+        "n_reference_sr": int(window.in_sr(m_r).sum()),
+        "n_signal": len(m_s),
+        "n_signal_injection_pool": int(pool.sum()),
+        "n_signal_supervised_sr": int(sup_sr.sum()),
+        "features": list(STANDARD_FEATURES),
+    }
+    # closure: all background, disjoint parts
+    m_all, x_all = np.r_[m_b, m_r], np.concatenate([x_b, x_r])
+    part = np.random.default_rng(54321).permutation(len(m_all)) % cfg.closure_splits
+    arrays["closure_parts"] = [(m_all[part == j], x_all[part == j]) for j in range(cfg.closure_splits)]
+    info["closure_part_events"] = [int(np.sum(part == j)) for j in range(cfg.closure_splits)]
+    return arrays, info
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def quick_config(cfg: StudyConfig) -> StudyConfig:
+    """A CI-sized smoke configuration: few events, one seed, two injections, short trainings."""
+    return replace(
+        cfg,
+        seeds=cfg.seeds[:1],
+        injections=(0.02, 0.006),
+        n_flows=2,
+        n_folds=3,
+        flow={**cfg.flow, "epochs": 3, "n_best_epochs": 2},
+        classifier={**cfg.classifier, "epochs": 3, "n_best_epochs": 2},
+        efficiencies=(0.2, 0.05),
+        closure_splits=2,
+        max_data_events=12_000,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--quick", action="store_true", help="smoke test: small data, short trainings")
+    parser.add_argument("--seeds", help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--injections", help="comma-separated S/B in the signal region (default 0.006,...,0.0005)")
+    parser.add_argument("--methods", help="comma-separated subset of cathode,idealized,cwola,anode,supervised")
+    parser.add_argument("--closure-splits", type=int, help="disjoint background parts for the closure")
+    parser.add_argument("--closure-windows", help="signal regions of the closure, e.g. 3.3-3.7,3.5-3.9")
+    parser.add_argument("--closure-only", action="store_true", help="skip the injection scan")
+    parser.add_argument(
+        "--no-bootstrap", action="store_true", help="train every flow on all sideband events (no bootstrap)"
+    )
+    parser.add_argument("--n-flows", type=int)
+    parser.add_argument("--flow-epochs", type=int)
+    parser.add_argument("--classifier-epochs", type=int)
+    parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes (seeds / closure parts)")
+    parser.add_argument("--data", help="background of the search data (embedded set name or LHCO file)")
+    parser.add_argument("--reference", help="independent background (set name or file)")
+    parser.add_argument("--signal", help="signal sample (set name or file)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    t0 = time.time()
+    cfg = StudyConfig()
+    if args.quick:
+        cfg = quick_config(cfg)
+    changes: dict = {}
+    if args.seeds:
+        changes["seeds"] = tuple(int(s) for s in args.seeds.split(","))
+    if args.injections:
+        changes["injections"] = tuple(sorted((float(s) for s in args.injections.split(",")), reverse=True))
+    if args.methods:
+        changes["methods"] = tuple(_METHOD_KEYS[m.strip().lower()] for m in args.methods.split(","))
+    if args.closure_splits is not None:
+        changes["closure_splits"] = args.closure_splits
+    if args.closure_windows:
+        changes["closure_windows"] = tuple(
+            tuple(float(v) for v in w.split("-")) for w in args.closure_windows.split(",")
+        )
+    if args.n_flows is not None:
+        changes["n_flows"] = args.n_flows
+    if args.closure_only:
+        changes["seeds"] = ()
+    flow = dict(cfg.flow)
+    if args.flow_epochs is not None:
+        flow["epochs"] = args.flow_epochs
+    if args.no_bootstrap:
+        flow["bootstrap"] = False
+    changes["flow"] = flow
+    if args.classifier_epochs is not None:
+        changes["classifier"] = {**cfg.classifier, "epochs": args.classifier_epochs}
+    for name in ("data", "reference", "signal"):
+        if getattr(args, name):
+            changes[name] = getattr(args, name)
+    cfg = replace(cfg, **changes)
+    if "CATHODE" not in cfg.methods:
+        cfg = replace(cfg, methods=("CATHODE", *cfg.methods))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+
+    arrays, info = _prepare(cfg)
+    print(
+        f"background: {info['n_background']} events ({info['n_background_sr']} in the SR, "
+        f"{info['n_background_sidebands']} in the sidebands); reference SR: {info['n_reference_sr']}; "
+        f"signal: {info['n_signal_injection_pool']} for injection, {info['n_signal_supervised_sr']} supervised (SR)",
+        flush=True,
+    )
+    common = {k: arrays[k] for k in ("background", "reference_sr", "signal_injection", "signal_supervised_sr")}
+    jobs = [("scan", (cfg, seed, common)) for seed in cfg.seeds]
+    jobs += [
+        ("closure", (cfg, j, w, arrays["closure_parts"][j]))
+        for j in range(cfg.closure_splits)
+        for w in cfg.closure_windows
+    ]
+    results = _run(jobs, args.jobs)
+    scan = [r for kind, r in results if kind == "scan"]
+    closure = [r for kind, r in results if kind == "closure"]
+    summary = summarize(cfg, scan, closure)
+    wall = time.time() - t0
+    from calinfer.io import atomic_output
+
+    payload = {
+        "config": asdict(cfg),
+        "inputs": info,
+        "summary": summary,
+        "scan": [{k: v for k, v in t.items() if k != "curves"} for t in scan],
+        "closure": closure,
+        "wall_time_s": wall,
+        "cpu_count": os.cpu_count(),
+        "jobs": args.jobs,
+    }
+    with atomic_output(args.out_dir / "results.json") as tmp:
+        tmp.write_text(json.dumps(payload, indent=1, default=_json_default))
+    table = _table(cfg, summary, wall)
+    with atomic_output(args.out_dir / "table.md") as tmp:
+        tmp.write_text(table)
+    _plots(cfg, summary, scan[0]["curves"] if scan else {}, args.out_dir)
+    print(table)
+    print(f"wrote {args.out_dir}/results.json, table.md and plots; wall time {wall:.0f} s ({wall / 60:.1f} min)")
+    return 0
+
+
+def _run(jobs: list[tuple[str, tuple]], n_jobs: int) -> list[tuple[str, dict]]:
+    """Run scan / closure jobs inline or on a process pool; print each as it finishes."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from calinfer.distributed import map_ordered
+
+    def describe(kind: str, r: dict) -> str:
+        if kind == "scan":
+            return f"scan seed {r['seed']}: {r['wall_s']:.0f} s (flows {r['flows_s']:.0f} s)"
+        return f"closure part {r['part']} window {r['window']}: {r['wall_s']:.0f} s"
+
+    fn = {"scan": scan_task, "closure": closure_task}
+    if n_jobs <= 1:
+        out = []
+        for kind, job in jobs:
+            r = fn[kind](job)
+            print(describe(kind, r), flush=True)
+            out.append((kind, r))
+        return out
+    with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+        results = map_ordered(_dispatch, jobs, executor=pool)
+    for kind, r in results:
+        print(describe(kind, r), flush=True)
+    return results
+
+
+def _dispatch(item: tuple[str, tuple]) -> tuple[str, dict]:
+    kind, job = item
+    return kind, (scan_task if kind == "scan" else closure_task)(job)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
