@@ -66,6 +66,7 @@ class Status(enum.IntFlag):
 
 
 _CONVERGED, _AT_BOUNDARY, _OPEN_LOW, _OPEN_HIGH, _MULTIMODAL = (int(flag) for flag in Status)  # plain ints: fast
+_FCN_INVALID = 1e30  # -ln L returned to Minuit for a non-finite parameter value
 
 
 def describe_status(status: int) -> str:
@@ -285,7 +286,9 @@ class Calibrator:
             row = x[i : i + 1]
 
             def fcn(u: float, row: np.ndarray = row) -> float:
-                return float(self._nll(row, np.array([[math.exp(u)]]))[0, 0])
+                if not math.isfinite(u):  # MINOS may probe a non-finite step after a flat stretch
+                    return _FCN_INVALID
+                return float(self._nll(row, np.array([[math.exp(min(max(u, u_min), u_max))]]))[0, 0])
 
             m = Minuit(fcn, float(np.clip(u_start[i], u_min, u_max)), name=("u",))
             m.errordef = _UP
