@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -83,8 +84,8 @@ class StudyConfig:
     )
     classifier: dict = field(default_factory=lambda: {"epochs": 20, "batch_size": 512, "n_best_epochs": 5})
     efficiencies: tuple[float, ...] = (0.2, 0.1, 0.05, 0.02)
-    closure_splits: int = 6
-    closure_windows: tuple[tuple[float, float], ...] = ((3.3, 3.7),)
+    closure_splits: int = 2
+    closure_windows: tuple[tuple[float, float], ...] = ((3.3, 3.7), (3.7, 4.1), (4.1, 4.5))
     min_background: float = 50.0
     max_data_events: int | None = None
     bin_width: float = 0.1
@@ -594,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
     closure = [r for kind, r in results if kind == "closure"]
     summary = summarize(cfg, scan, closure)
     wall = time.time() - t0
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    cpu = sum(u.ru_utime + u.ru_stime for u in usage)
     from calinfer.io import atomic_output
 
     payload = {
@@ -603,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
         "scan": [{k: v for k, v in t.items() if k != "curves"} for t in scan],
         "closure": closure,
         "wall_time_s": wall,
+        "cpu_time_s": cpu,
         "cpu_count": os.cpu_count(),
         "jobs": args.jobs,
     }
@@ -613,7 +617,10 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(table)
     _plots(cfg, summary, scan[0]["curves"] if scan else {}, args.out_dir)
     print(table)
-    print(f"wrote {args.out_dir}/results.json, table.md and plots; wall time {wall:.0f} s ({wall / 60:.1f} min)")
+    print(
+        f"wrote {args.out_dir}/results.json, table.md and plots; wall time {wall:.0f} s ({wall / 60:.1f} min), "
+        f"CPU time {cpu:.0f} s"
+    )
     return 0
 
 

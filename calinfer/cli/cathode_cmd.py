@@ -139,7 +139,7 @@ def cathode(
         n_flows=n_flows,
         oversample=oversample,
         n_folds=folds,
-        flow={"epochs": flow_epochs},
+        flow={"epochs": flow_epochs, "bootstrap": True},
         classifier={"epochs": classifier_epochs},
         efficiencies=tuple(efficiencies),
         n_toys=toys,

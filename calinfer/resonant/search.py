@@ -40,13 +40,14 @@ BASELINES = ("idealized", "cwola", "anode", "supervised")
 @dataclass
 class SearchConfig:
     """Settings of :func:`run_search` (``flow`` / ``classifier``: keyword arguments of
-    :class:`ConditionalFlow` / :class:`EnsembleMLP`)."""
+    :class:`ConditionalFlow` / :class:`EnsembleMLP`; the flows of the ensemble train on bootstrap
+    resamples of the sidebands by default, so their spread includes the training-sample fluctuations)."""
 
     features: tuple[str, ...] = STANDARD_FEATURES
     n_flows: int = 3
     oversample: float = 4.0
     n_folds: int = 5
-    flow: dict = field(default_factory=dict)
+    flow: dict = field(default_factory=lambda: {"bootstrap": True})
     classifier: dict = field(default_factory=dict)
     efficiencies: tuple[float, ...] = (0.2, 0.05, 0.01)
     bin_width: float = 0.1
