@@ -68,3 +68,14 @@ def pytest_approx(value: float):
     import pytest
 
     return pytest.approx(value, rel=0.25)
+
+
+def test_cathode_command_takes_embedded_set_names(tmp_path):
+    from calinfer import datasets
+    from calinfer.cli.cathode_cmd import _resolve
+
+    assert _resolve("dijets-signal") == str(datasets.dijet_path("dijets-signal"))
+    assert _resolve(str(tmp_path)) == str(tmp_path)  # an existing path wins
+    result = CliRunner().invoke(main, ["cathode", "dijets-nonexistent", "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0
+    assert "dijets-qcd-reference" in result.output + str(result.exception)
