@@ -77,7 +77,7 @@ class StudyConfig:
             "epochs": 25,
             "batch_size": 2048,
             "lr": 2e-3,
-            "n_blocks": 1,
+            "n_res_blocks": 1,
             "n_best_epochs": 5,
             "bootstrap": True,
         }
@@ -116,9 +116,9 @@ def _configured(cls: type, options: dict, seed: int):
 
 
 def _flow_factory(cfg: StudyConfig):
-    from calinfer.resonant.density import ConditionalFlow
+    from calinfer.resonant.density import DensityEstimator
 
-    return partial(_configured, ConditionalFlow, cfg.flow)
+    return partial(_configured, DensityEstimator, cfg.flow)
 
 
 def _classifier_factory(cfg: StudyConfig):

@@ -284,7 +284,7 @@ def test_map_ordered_returns_submission_order(client):
 
 
 def test_cathode_on_the_cluster_reproduces_the_local_result(client):
-    from calinfer.resonant import Cathode, ConditionalFlow, EnsembleMLP, SignalRegion
+    from calinfer.resonant import Cathode, DensityEstimator, EnsembleMLP, SignalRegion
 
     rng = np.random.default_rng(5)
     m = 3.0 + rng.exponential(0.35, 3000)
@@ -295,7 +295,7 @@ def test_cathode_on_the_cluster_reproduces_the_local_result(client):
     def fit(executor):
         return Cathode(
             window, n_flows=2, oversample=2, n_folds=2, seed=7, executor=executor,
-            flow=lambda s: ConditionalFlow(epochs=2, n_transforms=1, hidden=16, n_best_epochs=1, seed=s),
+            flow=lambda s: DensityEstimator(epochs=2, n_blocks=1, hidden=16, n_best_epochs=1, seed=s),
             classifier=lambda s: EnsembleMLP(epochs=2, hidden=(16,), n_best_epochs=1, seed=s),
         ).fit(m[keep], x[keep])  # fmt: skip
 

@@ -14,7 +14,7 @@ from calinfer.errors import InputError, ModelError
 from calinfer.metrics import auc
 from calinfer.resonant.bumphunt import DijetFunction, bump_hunt, global_significance
 from calinfer.resonant.classifier import EnsembleMLP, kfold_scores
-from calinfer.resonant.density import ConditionalFlow
+from calinfer.resonant.density import DensityEstimator
 from calinfer.resonant.injection import inject_signal, n_signal_for
 from calinfer.resonant.methods import Anode, Cathode, CWoLa, IdealizedAD, Supervised
 from calinfer.resonant.preprocessing import LogitScaler
@@ -123,7 +123,7 @@ def toy_flow():
     rng = np.random.default_rng(3)
     m = rng.uniform(3.0, 4.0, 3000)
     x = np.stack([0.2 + 0.1 * (m - 3.5) + 0.03 * rng.normal(size=3000), rng.beta(2, 5, 3000)], axis=1)
-    flow = ConditionalFlow(epochs=12, n_transforms=2, hidden=32, n_best_epochs=3, batch_size=256, seed=1).fit(x, m)
+    flow = DensityEstimator(epochs=12, n_blocks=2, hidden=32, n_best_epochs=3, batch_size=256, seed=1).fit(x, m)
     return flow
 
 
@@ -153,18 +153,18 @@ def test_bootstrap_flow_trains_on_a_resample_and_validates_out_of_bag():
     x = np.stack([0.2 + 0.1 * (m - 3.5) + 0.03 * rng.normal(size=600), rng.beta(2, 5, 600)], axis=1)
     seen = []
 
-    class Recording(ConditionalFlow):
+    class Recording(DensityEstimator):
         def _nll(self, model, z, c, batch=65536):
             seen.append(len(z))
             return super()._nll(model, z, c, batch)
 
-    kw = {"epochs": 2, "n_transforms": 1, "hidden": 8, "n_best_epochs": 1, "batch_size": 128}
+    kw = {"epochs": 2, "n_blocks": 1, "hidden": 8, "n_best_epochs": 1, "batch_size": 128}
     a = Recording(bootstrap=True, seed=1, **kw).fit(x, m)
     assert 0.3 * 600 < seen[0] < 0.44 * 600  # out-of-bag events: (1 - 1/e) of them are drawn
     seen.clear()
     Recording(seed=1, **kw).fit(x, m)
     assert seen[0] == 120  # plain 20% validation split
-    b = ConditionalFlow(bootstrap=True, seed=2, **kw).fit(x, m)
+    b = DensityEstimator(bootstrap=True, seed=2, **kw).fit(x, m)
     assert not np.allclose(a.sample(np.full(50, 3.5), seed=3), b.sample(np.full(50, 3.5), seed=3))
 
 
@@ -310,7 +310,7 @@ def toy_cathode():
     m, x, label = m[keep], x[keep], label[keep]
 
     def flow(s):
-        return ConditionalFlow(epochs=6, n_transforms=2, hidden=32, n_best_epochs=2, batch_size=256, seed=s)
+        return DensityEstimator(epochs=6, n_blocks=2, hidden=32, n_best_epochs=2, batch_size=256, seed=s)
 
     def clf(s):
         return EnsembleMLP(epochs=6, n_best_epochs=2, hidden=(32, 32), seed=s)

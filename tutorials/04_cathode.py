@@ -34,7 +34,7 @@ from calinfer import datasets, metrics, plotting
 from calinfer.io.lhco import STANDARD_FEATURES
 from calinfer.resonant import (
     Cathode,
-    ConditionalFlow,
+    DensityEstimator,
     EnsembleMLP,
     IdealizedAD,
     SignalRegion,
@@ -90,8 +90,8 @@ def main() -> None:
 
     # 4. CATHODE with an ensemble of two flows (their spread enters the background uncertainty); 4 generated
     #    events per SR event in total; every SR event is scored by a classifier that never saw it (5 folds).
-    def flow(seed: int) -> ConditionalFlow:
-        return ConditionalFlow(epochs=args.flow_epochs, batch_size=512, n_blocks=1, seed=seed)
+    def flow(seed: int) -> DensityEstimator:
+        return DensityEstimator(epochs=args.flow_epochs, batch_size=512, n_res_blocks=1, seed=seed)
 
     def classifier(seed: int) -> EnsembleMLP:
         return EnsembleMLP(epochs=args.classifier_epochs, batch_size=512, seed=seed)

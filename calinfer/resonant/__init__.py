@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from calinfer.resonant.bumphunt import BumpHuntResult, DijetFunction, bump_hunt, global_significance, scan
 from calinfer.resonant.classifier import EnsembleMLP, KFoldScores, kfold_scores
-from calinfer.resonant.density import ConditionalFlow
+from calinfer.resonant.density import DensityEstimator
 from calinfer.resonant.injection import inject_signal, n_signal_for
 from calinfer.resonant.methods import Anode, Cathode, CutResult, CWoLa, IdealizedAD, Supervised
 from calinfer.resonant.preprocessing import LogitScaler
@@ -18,8 +18,8 @@ __all__ = [
     "BumpHuntResult",
     "CWoLa",
     "Cathode",
-    "ConditionalFlow",
     "CutResult",
+    "DensityEstimator",
     "DijetFunction",
     "EnsembleMLP",
     "IdealizedAD",

@@ -1,11 +1,12 @@
-"""Conditional density estimator p(x | m_jj): a rational-quadratic spline flow (normflows).
+"""Conditional density estimator p(x | m_jj) on a rational-quadratic spline flow.
 
-The features ``x`` are preprocessed with :class:`~calinfer.resonant.preprocessing.LogitScaler`
-(whose log-Jacobian is added, so :meth:`ConditionalFlow.log_prob` is a density in the original
-feature units) and the condition ``m_jj`` is standardised. As in CATHODE, the models of the
+The flow is :class:`calinfer.flows.ConditionalFlow` (masked autoregressive spline blocks). The
+features ``x`` are preprocessed with :class:`~calinfer.resonant.preprocessing.LogitScaler` (whose
+log-Jacobian is added, so :meth:`DensityEstimator.log_prob` is a density in the original feature
+units) and the condition ``m_jj`` is standardised. As in CATHODE, the models of the
 ``n_best_epochs`` epochs with the lowest validation loss are kept; the estimator is their
-equal-weight mixture: :meth:`~ConditionalFlow.sample` draws from each in equal shares and
-:meth:`~ConditionalFlow.log_prob` is the log of the mean density.
+equal-weight mixture: :meth:`~DensityEstimator.sample` draws from each in equal shares and
+:meth:`~DensityEstimator.log_prob` is the log of the mean density.
 """
 
 from __future__ import annotations
@@ -17,33 +18,18 @@ import numpy as np
 import torch
 
 from calinfer.errors import InputError, ModelError
+from calinfer.flows import ConditionalFlow, FlowConfig
 from calinfer.resonant.preprocessing import LogitScaler
 
-__all__ = ["ConditionalFlow"]
+__all__ = ["DensityEstimator"]
 
 
-def _build_flow(n_features: int, n_transforms: int, hidden: int, n_blocks: int, n_bins: int, tail_bound: float):
-    import normflows as nf
-
-    flows = []
-    for _ in range(n_transforms):
-        flows.append(
-            nf.flows.AutoregressiveRationalQuadraticSpline(
-                n_features, n_blocks, hidden, num_context_channels=1, num_bins=n_bins, tail_bound=tail_bound
-            )
-        )
-        if n_features > 1:
-            flows.append(nf.flows.LULinearPermute(n_features))
-    base = nf.distributions.DiagGaussian(n_features, trainable=False)
-    return nf.ConditionalNormalizingFlow(base, flows)
-
-
-class ConditionalFlow:
+class DensityEstimator:
     """Spline flow for p(x | m), scikit-learn style (``fit``, ``log_prob``, ``sample``).
 
-    Parameters: ``n_transforms`` autoregressive RQ-spline layers (``n_blocks`` residual blocks of
-    ``hidden`` units, ``n_bins`` bins on ``[-tail_bound, tail_bound]``) alternating with LU-linear
-    permutations; Adam with learning rate ``lr`` and cosine decay over ``epochs``; a random
+    Parameters: ``n_blocks`` autoregressive RQ-spline blocks (``n_res_blocks`` residual blocks of
+    ``hidden`` units, ``n_bins`` bins on ``[-tail_bound, tail_bound]``) separated by permutations;
+    Adam with learning rate ``lr`` and cosine decay over ``epochs``; a random
     ``val_fraction`` of the training events selects the ``n_best_epochs`` kept models.
 
     ``bootstrap=True`` trains on a bootstrap resample of the events (drawn with replacement, as many as
@@ -55,9 +41,9 @@ class ConditionalFlow:
     def __init__(
         self,
         *,
-        n_transforms: int = 4,
+        n_blocks: int = 4,
         hidden: int = 64,
-        n_blocks: int = 2,
+        n_res_blocks: int = 2,
         n_bins: int = 8,
         tail_bound: float = 4.0,
         epochs: int = 50,
@@ -69,9 +55,9 @@ class ConditionalFlow:
         bootstrap: bool = False,
         seed: int = 0,
     ) -> None:
-        self.n_transforms = n_transforms
-        self.hidden = hidden
         self.n_blocks = n_blocks
+        self.hidden = hidden
+        self.n_res_blocks = n_res_blocks
         self.n_bins = n_bins
         self.tail_bound = tail_bound
         self.epochs = epochs
@@ -84,8 +70,19 @@ class ConditionalFlow:
         self.seed = seed
         self.models_: list | None = None
 
-    def _new_model(self, n_features: int):
-        return _build_flow(n_features, self.n_transforms, self.hidden, self.n_blocks, self.n_bins, self.tail_bound)
+    def _new_model(self, n_features: int) -> ConditionalFlow:
+        config = FlowConfig(
+            dim=n_features,
+            context_dim=1,
+            kind="autoregressive",
+            n_blocks=self.n_blocks,
+            hidden=self.hidden,
+            n_res_blocks=self.n_res_blocks,
+            n_bins=self.n_bins,
+            tail_bound=self.tail_bound,
+            seed=self.seed,
+        )
+        return ConditionalFlow(config)
 
     def _context(self, m: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(
@@ -102,17 +99,11 @@ class ConditionalFlow:
             raise InputError("x and m must be finite")
         return x, m
 
-    def fit(self, x: np.ndarray, m: np.ndarray, *, progress: bool = False) -> ConditionalFlow:
+    def fit(self, x: np.ndarray, m: np.ndarray, *, progress: bool = False) -> DensityEstimator:
         """Train on features ``x`` (N, D) and masses ``m`` (N,) (sideband events)."""
         x, m = self._check_xm(x, m)
         if len(x) < 10:
             raise InputError(f"need at least 10 training events, got {len(x)}")
-        # normflows draws initial weights from torch's global generator: seed a forked copy of it
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            return self._fit(x, m, progress)
-
-    def _fit(self, x: np.ndarray, m: np.ndarray, progress: bool) -> ConditionalFlow:
         rng = np.random.default_rng(self.seed)
         torch_gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         self.n_features_ = x.shape[1]
@@ -176,7 +167,7 @@ class ConditionalFlow:
 
     def _fitted(self) -> list:
         if self.models_ is None:
-            raise ModelError("ConditionalFlow is not fitted; call fit() first")
+            raise ModelError("DensityEstimator is not fitted; call fit() first")
         return self.models_
 
     def log_prob(self, x: np.ndarray, m: np.ndarray, *, batch_size: int = 65536) -> np.ndarray:
@@ -208,11 +199,10 @@ class ConditionalFlow:
         which = rng.permutation(np.arange(len(m)) % len(models))
         c = self._context(m)
         z = torch.empty((len(m), self.n_features_), dtype=torch.float32)
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(int(rng.integers(2**31)))  # normflows samples its base from the global generator
-            for k, mdl in enumerate(models):
-                idx = np.flatnonzero(which == k)
-                for i in range(0, len(idx), batch_size):
-                    sel = torch.as_tensor(idx[i : i + batch_size])
-                    z[sel], _ = mdl.sample(len(sel), context=c[sel])
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        for k, mdl in enumerate(models):
+            idx = np.flatnonzero(which == k)
+            for i in range(0, len(idx), batch_size):
+                sel = torch.as_tensor(idx[i : i + batch_size])
+                z[sel] = mdl.sample(c[sel], generator=gen)
         return self.scaler_.inverse(z.double().numpy())

@@ -25,7 +25,7 @@ import numpy as np
 
 from calinfer.errors import InputError, ModelError
 from calinfer.resonant.classifier import EnsembleMLP, kfold_scores
-from calinfer.resonant.density import ConditionalFlow
+from calinfer.resonant.density import DensityEstimator
 from calinfer.resonant.sampler import MassSampler
 from calinfer.resonant.significance import BackgroundEstimate, background_after_cut
 from calinfer.resonant.windows import SignalRegion
@@ -40,17 +40,17 @@ def default_classifier(seed: int) -> EnsembleMLP:
     return EnsembleMLP(seed=seed)
 
 
-def default_flow(seed: int) -> ConditionalFlow:
-    """The default density estimator (:class:`ConditionalFlow` with its defaults)."""
-    return ConditionalFlow(seed=seed)
+def default_flow(seed: int) -> DensityEstimator:
+    """The default density estimator (:class:`DensityEstimator` with its defaults)."""
+    return DensityEstimator(seed=seed)
 
 
-def _fit_flow(job: tuple) -> ConditionalFlow:
+def _fit_flow(job: tuple) -> DensityEstimator:
     flow, x, m, progress = job
     return flow.fit(x, m, progress=progress)
 
 
-def _train_flows(jobs: list[tuple], executor: Any | None, progress: bool) -> list[ConditionalFlow]:
+def _train_flows(jobs: list[tuple], executor: Any | None, progress: bool) -> list[DensityEstimator]:
     """Fit ``(flow, x, m)`` jobs (independently seeded flows), in parallel on ``executor``; results in order."""
     from calinfer.distributed import map_ordered
 
@@ -132,7 +132,7 @@ class Cathode(_ClassifierMethod):
         *,
         n_flows: int = 1,
         oversample: float = 4.0,
-        flow: Callable[[int], ConditionalFlow] | None = None,
+        flow: Callable[[int], DensityEstimator] | None = None,
         classifier: ClassifierFactory = default_classifier,
         n_folds: int = 5,
         seed: int = 0,
@@ -145,7 +145,7 @@ class Cathode(_ClassifierMethod):
         self.flow = flow if flow is not None else default_flow
         self.progress = progress
 
-    def fit(self, mjj: np.ndarray, x: np.ndarray, flows: Sequence[ConditionalFlow] | None = None) -> Cathode:
+    def fit(self, mjj: np.ndarray, x: np.ndarray, flows: Sequence[DensityEstimator] | None = None) -> Cathode:
         """Train the flows on the sideband events, generate background and score the signal region.
 
         ``flows``: an already trained ensemble of ``n_flows`` density estimators of these sidebands (e.g. shared
@@ -281,7 +281,7 @@ class Anode:
         self,
         window: SignalRegion,
         *,
-        flow: Callable[[int], ConditionalFlow] | None = None,
+        flow: Callable[[int], DensityEstimator] | None = None,
         n_folds: int = 5,
         seed: int = 0,
         progress: bool = False,
@@ -295,7 +295,7 @@ class Anode:
         self.executor = executor
         self.scores_: np.ndarray | None = None
 
-    def fit(self, mjj: np.ndarray, x: np.ndarray, background_flow: ConditionalFlow | None = None) -> Anode:
+    def fit(self, mjj: np.ndarray, x: np.ndarray, background_flow: DensityEstimator | None = None) -> Anode:
         mjj, x = _check(mjj, x)
         sr, sb = self.window.in_sr(mjj), self.window.in_sidebands(mjj)
         seeds = _seeds(self.seed, self.n_folds + 2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from calinfer.errors import InputError, ModelError
-from calinfer.resonant.density import ConditionalFlow
+from calinfer.resonant.density import DensityEstimator
 
 __all__ = ["MassSampler", "generate_background"]
 
@@ -49,7 +49,7 @@ class MassSampler:
 
 
 def generate_background(
-    flow: ConditionalFlow, masses: MassSampler, n: int, *, seed: int | np.random.Generator = 0
+    flow: DensityEstimator, masses: MassSampler, n: int, *, seed: int | np.random.Generator = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` generated signal-region background events: ``(x (n, D), m_jj (n,))``.
 

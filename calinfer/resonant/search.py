@@ -28,7 +28,7 @@ from calinfer.io.lhco import STANDARD_FEATURES
 from calinfer.metrics import max_sic, roc_curve
 from calinfer.resonant.bumphunt import bump_hunt, global_significance
 from calinfer.resonant.classifier import EnsembleMLP
-from calinfer.resonant.density import ConditionalFlow
+from calinfer.resonant.density import DensityEstimator
 from calinfer.resonant.methods import Anode, Cathode, CWoLa, IdealizedAD, Supervised
 from calinfer.resonant.windows import SignalRegion, sliding_windows
 
@@ -40,7 +40,7 @@ BASELINES = ("idealized", "cwola", "anode", "supervised")
 @dataclass
 class SearchConfig:
     """Settings of :func:`run_search` (``flow`` / ``classifier``: keyword arguments of
-    :class:`ConditionalFlow` / :class:`EnsembleMLP`; the flows of the ensemble train on bootstrap
+    :class:`DensityEstimator` / :class:`EnsembleMLP`; the flows of the ensemble train on bootstrap
     resamples of the sidebands by default, so their spread includes the training-sample fluctuations)."""
 
     features: tuple[str, ...] = STANDARD_FEATURES
@@ -115,7 +115,7 @@ def run_search(
     counts = np.histogram(mjj, edges)[0]
     before = bump_hunt(edges, counts, window, n_params=cfg.n_params)
 
-    flow = partial(_configured, ConditionalFlow, cfg.flow)  # picklable, so results can come back from workers
+    flow = partial(_configured, DensityEstimator, cfg.flow)  # picklable, so results can come back from workers
     clf = partial(_configured, EnsembleMLP, cfg.classifier)
     cathode = Cathode(
         window, n_flows=cfg.n_flows, oversample=cfg.oversample, flow=flow, classifier=clf, n_folds=cfg.n_folds,
