@@ -529,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--n-flows", type=int)
     parser.add_argument("--flow-epochs", type=int)
+    parser.add_argument("--flow-batch-size", type=int)
+    parser.add_argument("--flow-res-blocks", type=int, help="residual blocks per spline-parameter network")
     parser.add_argument("--classifier-epochs", type=int)
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes (seeds / closure parts)")
     parser.add_argument("--data", help="background of the search data (embedded set name or LHCO file)")
@@ -563,6 +565,10 @@ def main(argv: list[str] | None = None) -> int:
     flow = dict(cfg.flow)
     if args.flow_epochs is not None:
         flow["epochs"] = args.flow_epochs
+    if args.flow_batch_size is not None:
+        flow["batch_size"] = args.flow_batch_size
+    if args.flow_res_blocks is not None:
+        flow["n_res_blocks"] = args.flow_res_blocks
     if args.no_bootstrap:
         flow["bootstrap"] = False
     changes["flow"] = flow
