@@ -174,6 +174,21 @@ def cathode(
             f"norm {cut['background_sigma_norm']:.1f}), Z = {cut['significance']:.2f} "
             f"(without ensemble {cut['significance_without_ensemble']:.2f})"
         )
+        fit, bands = cut.get("bump_hunt", {}), cut["sideband_pass_fractions"]
+        if "error" in fit or not fit:
+            continue
+        click.echo(
+            f"    bump hunt after the cut: sideband fit B = {fit['b']:.1f} ± {fit['sigma_b']:.1f}, "
+            f"Z_local = {fit['z_local']:.2f}, sideband fit p = {fit['sideband_p']:.2g}; pass fraction "
+            f"{bands['low']['fraction']:.3f} (lower sideband) vs {bands['high']['fraction']:.3f} (upper)"
+        )
+        if fit["sculpted"] or bands["sculpting"]:
+            click.echo(
+                f"    warning: the ε_B = {cut['background_efficiency']:.3g} cut sculpts m_jj (the sidebands pass at "
+                f"different rates, {bands['z_difference']:.1f} sigma apart, or the dijet function does not fit "
+                "them): this bump-hunt significance is not meaningful",
+                err=True,
+            )
     for name, value in result.summary.get("max_sic", {}).items():
         click.echo(f"max SIC {name}: {value if value is None else round(value, 2)}")
     click.echo(f"wrote {out}/summary.json and plots in {result.summary['wall_time_s']:.0f} s")

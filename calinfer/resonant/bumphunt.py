@@ -7,8 +7,12 @@ The background shape is the standard dijet function of x = m_jj / sqrt(s),
 fitted with a binned Poisson likelihood (iminuit) to the bins outside the signal region. The
 prediction in the signal region carries the fit uncertainty, propagated linearly from the parameter
 covariance, and the local significance is Cowan's formula (:func:`~calinfer.resonant.significance.cowan_significance`)
-with that uncertainty. The look-elsewhere effect is estimated with toys: Poisson spectra drawn from the
-background-only fit to the whole range are scanned with the same sliding windows, and the global
+with that uncertainty. The quality of the sideband fit is the Poisson deviance of the sideband bins
+against a chi2 with (bins - parameters) degrees of freedom: a cut that bends the spectrum abruptly
+(sculpting) makes the fit poor (small ``sideband_p``) and the local significance meaningless; a smooth
+bend is absorbed by the fit and needs the sideband pass-fraction check of
+:mod:`calinfer.resonant.search`. The look-elsewhere effect is estimated with toys: Poisson spectra
+drawn from the background-only fit to the whole range are scanned with the same sliding windows, and the global
 p-value is the fraction of toys whose largest local significance reaches the observed one.
 
 The parameter covariance is the inverse of the expected Fisher information of the fitted bins,
@@ -25,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import chi2, norm
 
 from calinfer.errors import InputError, ModelError
 from calinfer.resonant.significance import cowan_significance
@@ -150,7 +154,11 @@ class DijetFunction:
 
 @dataclass(frozen=True)
 class BumpHuntResult:
-    """Outcome in one window: observed and predicted signal-region events, local significance."""
+    """Outcome in one window: observed and predicted signal-region events, local significance.
+
+    ``sideband_deviance`` / ``sideband_ndf`` / ``sideband_p``: goodness of the sideband fit (Poisson
+    deviance, its degrees of freedom and chi2 p-value); ``sculpted`` is ``sideband_p < 0.01``.
+    """
 
     low: float
     high: float
@@ -159,9 +167,24 @@ class BumpHuntResult:
     sigma_b: float
     z_local: float
     fit_valid: bool
+    sideband_deviance: float
+    sideband_ndf: int
+    sideband_p: float
+
+    @property
+    def sculpted(self) -> bool:
+        """The dijet function does not describe the sidebands (p < 0.01): do not trust ``z_local``."""
+        return self.sideband_p < 0.01
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "sculpted": self.sculpted}
+
+
+def _poisson_deviance(counts: np.ndarray, mu: np.ndarray) -> float:
+    """``2 sum(mu - n + n ln(n / mu))``: -2 ln of the Poisson likelihood ratio to the saturated model."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_term = np.where(counts > 0, counts * np.log(counts / mu), 0.0)
+    return float(2 * np.sum(mu - counts + log_term))
 
 
 def _window_bins(edges: np.ndarray, window: SignalRegion) -> tuple[np.ndarray, np.ndarray]:
@@ -187,9 +210,11 @@ def bump_hunt(
     fit = DijetFunction(n_params, sqrt_s).fit(edges, counts, use=sb)
     b, sigma_b = fit.integral(window.low, window.high)
     n_obs = float(counts[sr].sum())
-    return BumpHuntResult(
-        window.low, window.high, n_obs, b, sigma_b, float(cowan_significance(n_obs, b, sigma_b)), fit.valid_
-    )
+    deviance = _poisson_deviance(counts[sb], fit.expected(edges)[sb])
+    ndf = int(sb.sum()) - n_params
+    p_fit = float(chi2.sf(deviance, ndf)) if ndf > 0 else float("nan")
+    z = float(cowan_significance(n_obs, b, sigma_b))
+    return BumpHuntResult(window.low, window.high, n_obs, b, sigma_b, z, fit.valid_, deviance, ndf, p_fit)
 
 
 def scan(

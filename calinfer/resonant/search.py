@@ -10,6 +10,8 @@ TeV, the feature columns and optionally ``label``) and
    uncertainties, counts the data, computes Cowan's significance with and without the ensemble term, and
    fits the m_jj spectrum after the cut (sideband events scored by the fold classifiers, none of which saw
    them) for the bump-hunt local significance and, with ``n_toys > 0``, its look-elsewhere correction;
+   the pass fractions of the two sidebands (and the sideband fit quality) flag a cut that sculpts m_jj,
+   after which the bump-hunt significance is not meaningful;
 4. with labels: maximum SIC of CATHODE and of the requested baselines.
 """
 
@@ -135,6 +137,7 @@ def run_search(
         after = np.histogram(mjj[all_scores >= cut.threshold], edges)[0]
         counts_after[eff] = after
         entry = cut.to_dict()
+        entry["sideband_pass_fractions"] = _sideband_pass_fractions(mjj, all_scores >= cut.threshold, window)
         try:
             entry["bump_hunt"] = bump_hunt(edges, after, window, n_params=cfg.n_params).to_dict()
         except InputError as exc:  # too few events left after a tight cut
@@ -184,6 +187,28 @@ def run_search(
                 summary.setdefault("warnings", []).append(f"{name}: {exc}")
         summary["auc"] = {name: roc_curve(s, b).auc for name, (s, b) in scores.items()}
     return SearchResult(summary, cathode, edges, counts, counts_after, scores)
+
+
+def _sideband_pass_fractions(mjj: np.ndarray, passing: np.ndarray, window: SignalRegion) -> dict:
+    """Fraction of the lower and upper sideband events passing a cut, and their difference in standard errors.
+
+    Without sculpting the background efficiency of a cut does not depend on m_jj; a cut on features
+    correlated with m_jj passes the two sidebands at different rates and bends the spectrum. A smooth
+    bend is absorbed by the dijet function (its sideband fit stays good), so this is the check that
+    catches it: ``|z_difference| > 3`` marks the bump hunt after the cut as unreliable (``sculpting``).
+    """
+    low = (mjj >= window.sb_low) & (mjj < window.low)
+    high = (mjj >= window.high) & (mjj < window.sb_high)
+    out: dict = {}
+    for name, region in (("low", low), ("high", high)):
+        n = int(region.sum())
+        f = float(passing[region].mean()) if n else float("nan")
+        out[name] = {"n": n, "fraction": f, "error": float(np.sqrt(f * (1 - f) / n)) if n else float("nan")}
+    diff = out["high"]["fraction"] - out["low"]["fraction"]
+    err = float(np.hypot(out["high"]["error"], out["low"]["error"]))
+    out["z_difference"] = diff / err if err > 0 else float("nan")
+    out["sculpting"] = bool(abs(out["z_difference"]) > 3)
+    return out
 
 
 def _configured(cls: type, options: dict, seed: int):
