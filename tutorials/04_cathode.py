@@ -119,7 +119,7 @@ def main() -> None:
     )
     scores_all = np.where(sr, 0.0, 0.0)
     scores_all[sr] = cathode.scores_
-    scores_all[~sr] = cathode.score_outside(x[~sr])  # sideband events: mean of the fold classifiers
+    scores_all[~sr] = cathode.score_outside(x[~sr])  # sideband events: one fold classifier each
     keep = window.in_range(mjj)
     spectra = {
         "all events": np.histogram(mjj[keep], edges)[0],

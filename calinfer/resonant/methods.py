@@ -190,10 +190,11 @@ class Cathode(_ClassifierMethod):
     def score_outside(self, x: np.ndarray) -> np.ndarray:
         """Scores of events outside the signal region (e.g. the sidebands, for the m_jj spectrum after a cut).
 
-        The mean of the fold classifiers: none of them was trained on such events.
+        Each event is scored by one fold classifier (none of them was trained on such events), like the
+        signal-region events, so that one threshold cuts both alike.
         """
         self._scored()
-        return self.kfold_.score_unseen(x)
+        return self.kfold_.score_unseen(x, seed=self.seed)
 
     def cut(self, background_efficiency: float, n_sr: float, n_sr_sigma: float = 0.0) -> CutResult:
         """Cut keeping ``background_efficiency`` of the generated background; estimate B and count the data.
