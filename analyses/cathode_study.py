@@ -133,14 +133,24 @@ def _flows(cfg: StudyConfig, m: np.ndarray, x: np.ndarray, window, seed: int) ->
     return [make(_seed(seed, 1, i)).fit(x[sb], m[sb]) for i in range(cfg.n_flows)]
 
 
-def _estimates(cfg: StudyConfig, cathode, m: np.ndarray, window, label_sr: np.ndarray | None) -> tuple[dict, list]:
-    """Sideband fit before the cut, then background estimate, pull and significance for every efficiency."""
+def _estimates(
+    cfg: StudyConfig, cathode, m: np.ndarray, window, label_sr: np.ndarray | None, x: np.ndarray | None = None
+) -> tuple[dict, list]:
+    """Sideband fit before the cut, then background estimate, pull and significance for every efficiency.
+
+    With the features ``x`` of all events (closure), also the pull of the bump-hunt estimate after the cut
+    (sideband events scored by the fold classifiers) and the sideband pass fractions.
+    """
     from calinfer.resonant.bumphunt import bump_hunt
-    from calinfer.resonant.search import mass_bins
+    from calinfer.resonant.search import mass_bins, sideband_pass_fractions
     from calinfer.resonant.significance import pull
 
     edges = mass_bins(window, cfg.bin_width)
     before = bump_hunt(edges, np.histogram(m, edges)[0], window)
+    if x is not None:
+        sr = cathode.sr_mask_
+        scores = np.empty(len(m))
+        scores[sr], scores[~sr] = cathode.scores_, cathode.score_outside(x[~sr])
     cuts = []
     for eff in cfg.efficiencies:
         cut = cathode.cut(eff, before.b, before.sigma_b)
@@ -148,6 +158,12 @@ def _estimates(cfg: StudyConfig, cathode, m: np.ndarray, window, label_sr: np.nd
         entry = cut.to_dict()
         entry["pull"] = float(pull(cut.n_observed, est.b, est.sigma))
         entry["pull_without_ensemble"] = float(pull(cut.n_observed, est.b, np.hypot(est.sigma_stat, est.sigma_norm)))
+        if x is not None:
+            passing = scores >= cut.threshold
+            after = bump_hunt(edges, np.histogram(m[passing], edges)[0], window)
+            entry["bump_hunt_after_cut"] = after.to_dict()
+            entry["bump_hunt_pull"] = float(pull(after.n_observed, after.b, after.sigma_b))
+            entry["sideband_pass_fractions"] = sideband_pass_fractions(m, passing, window)
         if label_sr is not None:
             entry["n_signal_passing"] = int(np.sum(cathode.scores_[label_sr == 1] >= cut.threshold))
         cuts.append(entry)
@@ -258,7 +274,7 @@ def closure_task(job: tuple) -> dict:
         n_folds=cfg.n_folds,
         seed=seed,
     ).fit(m, x, flows=flows)
-    before, cuts = _estimates(cfg, cathode, m, window, None)
+    before, cuts = _estimates(cfg, cathode, m, window, None, x)
     return {
         "part": part,
         "window": list(window_edges),
@@ -325,6 +341,13 @@ def summarize(cfg: StudyConfig, scan: list[dict], closure: list[dict]) -> dict:
                 "std_without_ensemble": float(q.std(ddof=1)) if len(q) > 1 else None,
                 "values": p.tolist(),
             }
+            bump = np.array([c["cuts"][i].get("bump_hunt_pull", np.nan) for c in closure])
+            if np.all(np.isfinite(bump)):
+                pulls[f"{eff:g}"]["bump_hunt_after_cut"] = {
+                    "mean": float(bump.mean()),
+                    "std": float(bump.std(ddof=1)) if len(bump) > 1 else None,
+                    "values": bump.tolist(),
+                }
     fit_pulls = [
         (c["sideband_fit_before_cut"]["n_observed"] - c["sideband_fit_before_cut"]["b"])
         / np.sqrt(c["sideband_fit_before_cut"]["b"] + c["sideband_fit_before_cut"]["sigma_b"] ** 2)
@@ -361,13 +384,19 @@ def _table(cfg: StudyConfig, summary: dict, wall: float) -> str:
         cells = [f"{v['z']['median']:.2f} / {v['z_without_ensemble']['median']:.2f}" for v in per_eff.values()]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     lines += ["", "Background-only closure (pull = (n - B) / sqrt(B + sigma_B^2) over disjoint parts x windows):", ""]
-    lines += ["| eps_B | n | mean | width | mean / width without ensemble term |", "|---|---|---|---|---|"]
+    lines += [
+        "| eps_B | n | mean | width | mean / width without ensemble term | bump hunt after the cut: mean / width |",
+        "|---|---|---|---|---|---|",
+    ]
     for eff, p in summary["closure"]["pulls"].items():
         std = f"{p['std']:.2f}" if p["std"] is not None else "-"
         std_ne = f"{p['std_without_ensemble']:.2f}" if p["std_without_ensemble"] is not None else "-"
         err = f" ± {p['mean_error']:.2f}" if p["mean_error"] is not None else ""
+        bump = p.get("bump_hunt_after_cut")
+        bump_cell = f"{bump['mean']:.2f} / {bump['std']:.2f}" if bump and bump["std"] is not None else "-"
         lines.append(
-            f"| {eff} | {p['n']} | {p['mean']:.2f}{err} | {std} | {p['mean_without_ensemble']:.2f} / {std_ne} |"
+            f"| {eff} | {p['n']} | {p['mean']:.2f}{err} | {std} | {p['mean_without_ensemble']:.2f} / {std_ne} "
+            f"| {bump_cell} |"
         )
     fit = summary["closure"]["sideband_fit_pulls_before_cut"]
     lines += ["", f"Sideband-fit pulls before the cut: {', '.join(f'{v:.2f}' for v in fit)}", ""]

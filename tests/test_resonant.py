@@ -422,18 +422,18 @@ def test_sideband_fit_quality_flags_a_sculpted_spectrum():
     assert sculpted.sculpted and sculpted.sideband_p < 1e-3
 
 
-def test_sideband_pass_fractions_flag_a_cut_on_a_mass_correlated_feature():
-    from calinfer.resonant.search import _sideband_pass_fractions
+def testsideband_pass_fractions_flag_a_cut_on_a_mass_correlated_feature():
+    from calinfer.resonant.search import sideband_pass_fractions
 
     rng = np.random.default_rng(32)
     window = SignalRegion(3.3, 3.7, 2.8, 5.0)
     m = 2.8 + rng.exponential(0.5, 60_000)
     unrelated = rng.normal(size=len(m))
     correlated = 0.1 * (m - 3.5) + rng.normal(size=len(m))  # like a jet mass growing with m_jj
-    fair = _sideband_pass_fractions(m, unrelated > np.quantile(unrelated, 0.8), window)
+    fair = sideband_pass_fractions(m, unrelated > np.quantile(unrelated, 0.8), window)
     assert not fair["sculpting"] and abs(fair["z_difference"]) < 3
     assert abs(fair["low"]["fraction"] - 0.2) < 4 * fair["low"]["error"]
-    bent = _sideband_pass_fractions(m, correlated > np.quantile(correlated, 0.8), window)
+    bent = sideband_pass_fractions(m, correlated > np.quantile(correlated, 0.8), window)
     assert bent["sculpting"] and bent["z_difference"] > 3
 
 

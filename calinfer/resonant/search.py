@@ -34,7 +34,7 @@ from calinfer.resonant.density import DensityEstimator
 from calinfer.resonant.methods import Anode, Cathode, CWoLa, IdealizedAD, Supervised
 from calinfer.resonant.windows import SignalRegion, sliding_windows
 
-__all__ = ["BASELINES", "SearchConfig", "SearchResult", "mass_bins", "run_search"]
+__all__ = ["BASELINES", "SearchConfig", "SearchResult", "mass_bins", "run_search", "sideband_pass_fractions"]
 
 BASELINES = ("idealized", "cwola", "anode", "supervised")
 
@@ -137,7 +137,7 @@ def run_search(
         after = np.histogram(mjj[all_scores >= cut.threshold], edges)[0]
         counts_after[eff] = after
         entry = cut.to_dict()
-        entry["sideband_pass_fractions"] = _sideband_pass_fractions(mjj, all_scores >= cut.threshold, window)
+        entry["sideband_pass_fractions"] = sideband_pass_fractions(mjj, all_scores >= cut.threshold, window)
         try:
             entry["bump_hunt"] = bump_hunt(edges, after, window, n_params=cfg.n_params).to_dict()
         except InputError as exc:  # too few events left after a tight cut
@@ -189,7 +189,7 @@ def run_search(
     return SearchResult(summary, cathode, edges, counts, counts_after, scores)
 
 
-def _sideband_pass_fractions(mjj: np.ndarray, passing: np.ndarray, window: SignalRegion) -> dict:
+def sideband_pass_fractions(mjj: np.ndarray, passing: np.ndarray, window: SignalRegion) -> dict:
     """Fraction of the lower and upper sideband events passing a cut, and their difference in standard errors.
 
     Without sculpting the background efficiency of a cut does not depend on m_jj; a cut on features
