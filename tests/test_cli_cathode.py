@@ -62,6 +62,9 @@ def test_cathode_command_writes_summary_and_plots(tmp_path):
     for name in ("mjj_fit.png", "sidebands.png", "sic.png"):
         assert (out / name).stat().st_size > 1000
     assert "Z =" in result.output
+    bands = cut["sideband_pass_fractions"]
+    assert bands["low"]["n"] + bands["high"]["n"] == summary["n_sidebands"]
+    assert 0 <= cut["bump_hunt"]["sideband_p"] <= 1 and "bump hunt after the cut" in result.output
 
 
 def pytest_approx(value: float):
