@@ -255,18 +255,23 @@ def test_bump_hunt_recovers_injected_bump_and_closes_without_it():
         bump_hunt(edges, counts, SignalRegion(3.33, 3.7, 2.8, 5.0))
 
 
+def _smooth_dijet_expectation() -> tuple[SignalRegion, np.ndarray, np.ndarray]:
+    """Window, 0.1 TeV bins and expected counts (40k events) of a known dijet-function spectrum."""
+    window = SignalRegion(3.3, 3.7, 2.8, 5.0)
+    edges = np.round(np.arange(2.8, 5.0001, 0.1), 10)
+    truth = DijetFunction(4)
+    truth.params_ = np.array([10.0, 10.0, 5.0, 0.5])
+    mu = truth.expected(edges)
+    return window, edges, mu * 40_000 / mu.sum()
+
+
 def test_sideband_fit_uncertainty_covers_the_toy_spread():
     """The predicted signal-region background scatters over toys as its quoted uncertainty says (unit pulls).
 
     The dijet-function parameters are correlated at the 0.999 level; a numerical Hessian gave an
     uncertainty 1.6-1.8 times too small here (pull width ~1.2-1.25).
     """
-    window = SignalRegion(3.3, 3.7, 2.8, 5.0)
-    edges = np.round(np.arange(2.8, 5.0001, 0.1), 10)
-    truth = DijetFunction(4)
-    truth.params_ = np.array([10.0, 10.0, 5.0, 0.5])
-    mu = truth.expected(edges)
-    mu *= 40_000 / mu.sum()
+    window, edges, mu = _smooth_dijet_expectation()
     sr = (edges[:-1] >= 3.3 - 1e-9) & (edges[1:] <= 3.7 + 1e-9)
     rng = np.random.default_rng(21)
     fits = [bump_hunt(edges, rng.poisson(mu), window) for _ in range(300)]
@@ -402,12 +407,7 @@ def test_embedded_dijet_sets_are_disjoint_and_documented():
 
 def test_sideband_fit_quality_flags_a_sculpted_spectrum():
     """A smooth spectrum passes the sideband goodness-of-fit test; one sculpted by an m_jj-dependent cut fails it."""
-    window = SignalRegion(3.3, 3.7, 2.8, 5.0)
-    edges = np.round(np.arange(2.8, 5.0001, 0.1), 10)
-    truth = DijetFunction(4)
-    truth.params_ = np.array([10.0, 10.0, 5.0, 0.5])
-    mu = truth.expected(edges)
-    mu *= 40_000 / mu.sum()
+    window, edges, mu = _smooth_dijet_expectation()
     rng = np.random.default_rng(31)
     smooth = [bump_hunt(edges, rng.poisson(mu), window) for _ in range(100)]
     p = np.array([r.sideband_p for r in smooth])
