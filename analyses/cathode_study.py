@@ -519,14 +519,6 @@ def _prepare(cfg: StudyConfig) -> tuple[dict, dict]:
     return arrays, info
 
 
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"cannot serialise {type(obj).__name__}")
-
-
 def quick_config(cfg: StudyConfig) -> StudyConfig:
     """A CI-sized smoke configuration: few events, one seed, two injections, short trainings."""
     return replace(
@@ -633,6 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     cpu = sum(u.ru_utime + u.ru_stime for u in usage)
     from calinfer.io import atomic_output
+    from calinfer.io.metadata import json_default
 
     payload = {
         "config": asdict(cfg),
@@ -646,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
         "jobs": args.jobs,
     }
     with atomic_output(args.out_dir / "results.json") as tmp:
-        tmp.write_text(json.dumps(payload, indent=1, default=_json_default))
+        tmp.write_text(json.dumps(payload, indent=1, default=json_default))
     table = _table(cfg, summary, wall)
     with atomic_output(args.out_dir / "table.md") as tmp:
         tmp.write_text(table)

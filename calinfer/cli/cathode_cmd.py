@@ -24,16 +24,6 @@ def _resolve(item: str) -> str:
     )
 
 
-def _json_default(obj):
-    import numpy as np
-
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"cannot serialise {type(obj).__name__}")
-
-
 @click.command()
 @click.argument("data", nargs=-1, required=True)
 @click.option(
@@ -118,6 +108,7 @@ def cathode(
 
     from calinfer.io import atomic_output
     from calinfer.io.lhco import load_dijets
+    from calinfer.io.metadata import json_default
     from calinfer.metrics import roc_curve
     from calinfer.plotting import plot_sic, save_figure
     from calinfer.resonant.injection import inject_signal, n_signal_for
@@ -153,7 +144,7 @@ def cathode(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_output(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(result.summary, indent=2, default=_json_default))
+        tmp.write_text(json.dumps(result.summary, indent=2, default=json_default))
     spectra = {"all events": result.counts, **{f"cut ε_B = {e:g}": c for e, c in result.counts_after.items()}}
     save_figure(plot_mjj_spectra(result.edges, spectra, window)[0], out / "mjj_fit.png")
     sb_mjj = events["mjj"].to_numpy()

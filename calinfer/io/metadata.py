@@ -9,18 +9,19 @@ import numpy as np
 
 from calinfer.errors import InputError
 
-__all__ = ["METADATA_KEY", "build_metadata", "dumps_metadata", "loads_metadata"]
+__all__ = ["METADATA_KEY", "build_metadata", "dumps_metadata", "json_default", "loads_metadata"]
 
 METADATA_KEY = "calinfer_metadata"
 """Name of the TObjString (ROOT) or root-group attribute (HDF5) holding the metadata JSON."""
 
 
-def _to_json(value: object) -> object:
+def json_default(value: object) -> object:
+    """``default=`` for :func:`json.dumps`: numpy scalars and arrays as Python numbers and lists."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
-    raise TypeError(f"metadata value of type {type(value).__name__} is not JSON serialisable")
+    raise TypeError(f"value of type {type(value).__name__} is not JSON serialisable")
 
 
 def build_metadata(user: dict | None, **automatic: object) -> dict:
@@ -40,7 +41,7 @@ def build_metadata(user: dict | None, **automatic: object) -> dict:
 def dumps_metadata(meta: dict) -> str:
     """Serialise metadata to JSON (numpy scalars and arrays allowed)."""
     try:
-        return json.dumps(meta, sort_keys=True, default=_to_json)
+        return json.dumps(meta, sort_keys=True, default=json_default)
     except (TypeError, ValueError) as err:
         raise InputError(f"metadata cannot be stored as JSON: {err}") from err
 
