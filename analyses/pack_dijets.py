@@ -20,7 +20,8 @@ manifests and the event counts; :func:`calinfer.datasets.describe_dijets` return
 
 Example (from the repository root)::
 
-    python analyses/pack_dijets.py --qcd data_gen/qcd_seed1 --signal data_gen/signal_seed7
+    python analyses/pack_dijets.py --qcd data_gen/qcd_loose_seed2 data_gen/qcd_loose_seed3 \\
+        --signal data_gen/signal_seed7
 """
 
 from __future__ import annotations
@@ -87,6 +88,12 @@ def pack(
     out = pd.DataFrame({c: datasets.round_mantissa(jets[c].to_numpy(), mantissa_bits) for c in JET_COLUMNS})
     out["label"] = jets["label"].to_numpy().astype(np.int8)
     chunk_meta = [read_lhco_metadata(f) for f in files]
+    settings = {json.dumps(m.get("pythia_settings")) for m in chunk_meta}
+    if len(settings) > 1:
+        raise InputError(
+            f"{name}: the chunks were generated with different Pythia settings {sorted(settings)}; "
+            "mixing generator cuts would sculpt the sample"
+        )
     spec = datasets.dijet_spec(name)
     meta = {
         "dataset": name,
@@ -123,7 +130,13 @@ def pack(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--qcd", type=Path, nargs="+", default=[Path("data_gen/qcd_seed1")], help="QCD chunk dirs")
+    parser.add_argument(
+        "--qcd",
+        type=Path,
+        nargs="+",
+        default=[Path("data_gen/qcd_loose_seed2"), Path("data_gen/qcd_loose_seed3")],
+        help="QCD chunk dirs",
+    )
     parser.add_argument("--signal", type=Path, nargs="+", default=[Path("data_gen/signal_seed7")], help="signal dirs")
     parser.add_argument("--out-dir", type=Path, default=datasets.data_dir())
     parser.add_argument("--mjj-min", type=float, default=2.8, help="lower m_jj cut [TeV]")
