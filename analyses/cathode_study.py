@@ -66,7 +66,7 @@ class StudyConfig:
     signal_region: tuple[float, float] = (3.3, 3.7)
     sidebands: tuple[float, float] = (2.8, 5.0)
     seeds: tuple[int, ...] = (0, 1, 2)
-    injections: tuple[float, ...] = (0.006, 0.003, 0.0015, 0.0005)
+    injections: tuple[float, ...] = (0.012, 0.006, 0.003, 0.0015, 0.0005)
     methods: tuple[str, ...] = METHODS
     n_flows: int = 3
     oversample: float = 4.0
@@ -540,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument("--quick", action="store_true", help="smoke test: small data, short trainings")
     parser.add_argument("--seeds", help="comma-separated seeds (default 0,1,2)")
-    parser.add_argument("--injections", help="comma-separated S/B in the signal region (default 0.006,...,0.0005)")
+    parser.add_argument("--injections", help="comma-separated S/B in the signal region (default 0.012,...,0.0005)")
     parser.add_argument("--methods", help="comma-separated subset of cathode,idealized,cwola,anode,supervised")
     parser.add_argument("--closure-splits", type=int, help="disjoint background parts for the closure")
     parser.add_argument("--closure-windows", help="signal regions of the closure, e.g. 3.3-3.7,3.5-3.9")

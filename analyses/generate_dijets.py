@@ -34,7 +34,7 @@ mHatMin 2600 / pTHatMin 1000 GeV lose 19.5% of the events at m_jj 2.8-3.0 TeV, 1
 above 4.1, and the mean lighter-jet mass at 2.8-3.0 TeV falls to 8.5% below that in the signal region
 instead of 4%. The defaults (2000 / 800 GeV) still have events at their edges in the search range:
 raising pTHatMin to 850 GeV loses about 1% of them, nearly flat in m_jj, so a residual loss of that
-order remains. They cost a factor of about 4.5 in efficiency: about 12 events with m_jj > 2.8 TeV per
+order remains. They cost a factor of about 4.5 in efficiency: about 11 events with m_jj > 2.8 TeV per
 second and core.
 The m_jj spectrum below 2.8 TeV is shaped by the 1.2 TeV trigger
 and belongs outside the analysis range.
