@@ -1,8 +1,8 @@
 """How well does one sideband density estimator reproduce the data it should? A classifier test.
 
 CATHODE's direct background estimate assumes that generated events pass a classifier cut as often as
-true background does. This script trains one :class:`calinfer.resonant.DensityEstimator` (the settings
-of ``analyses/cathode_study.py``) on a random part of the sidebands of a background-only dijet set
+true background does. This script trains one :class:`calinfer.resonant.DensityEstimator` (the flow settings
+of ``analyses/cathode_study.py``, without bootstrap) on a random part of the sidebands of a background-only dijet set
 (``1 - --holdout``), generates ``--oversample`` events per data event at the data's m_jj values in the
 sideband events it trained on, in the held-out sideband events and in the signal region (interpolated),
 and trains a gradient-boosted classifier to tell
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cathode_study import StudyConfig  # the sibling script (sys.path[0] is this directory)
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import cross_val_predict
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     sb, sr = window.in_sidebands(m), window.in_sr(m)
     held_out = sb & (np.random.default_rng(args.seed).random(len(m)) < args.holdout)
     trained = sb & ~held_out
-    flow = DensityEstimator(epochs=25, batch_size=2048, lr=2e-3, n_res_blocks=1, n_best_epochs=5, seed=args.seed)
+    flow = DensityEstimator(**{**StudyConfig().flow, "bootstrap": False}, seed=args.seed)
     flow.fit(x[trained], m[trained])
     result = {"settings": vars(args) | {"out": str(args.out)}, "features": list(STANDARD_FEATURES)}
     for region, sel in (("sidebands_trained", trained), ("sidebands_held_out", held_out), ("signal_region", sr)):

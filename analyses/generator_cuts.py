@@ -28,20 +28,14 @@ from pathlib import Path
 
 import generate_dijets as gen_mod  # the sibling script (sys.path[0] is this directory)
 import numpy as np
+import pandas as pd
 
 from calinfer.io import atomic_output
+from calinfer.io.lhco import JET_COLUMNS, dijet_features
 
 __all__ = ["loss_table", "main"]
 
 MJJ_EDGES = (2.8, 3.0, 3.3, 3.7, 4.1, 13.0)
-
-
-def _mjj_and_light_mass(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """m_jj and the lighter jet mass (TeV) from LHCO rows (columns of ``generate_dijets.COLUMNS`` minus label)."""
-    p1, m1, p2, m2 = rows[:, 0:3], rows[:, 3], rows[:, 7:10], rows[:, 10]
-    e = np.sqrt((p1**2).sum(1) + m1**2) + np.sqrt((p2**2).sum(1) + m2**2)
-    mjj = np.sqrt(np.maximum(e**2 - ((p1 + p2) ** 2).sum(1), 0.0))
-    return mjj / 1000.0, np.minimum(m1, m2) / 1000.0
 
 
 def loss_table(
@@ -90,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         print("no event passed the trigger; generate longer", file=sys.stderr)
         return 1
     hard_arr, row_arr = np.asarray(hard), np.asarray(rows)
-    mjj, mj_light = _mjj_and_light_mass(row_arr)
+    features = dijet_features(pd.DataFrame(row_arr, columns=list(JET_COLUMNS)))
+    mjj, mj_light = features["mjj"].to_numpy(), features["mj_light"].to_numpy()
     table = loss_table(hard_arr[:, 0], hard_arr[:, 1], mjj, mj_light, candidates)
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
