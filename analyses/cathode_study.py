@@ -157,7 +157,9 @@ def _estimates(
         est = cut.estimate
         entry = cut.to_dict()
         entry["pull"] = float(pull(cut.n_observed, est.b, est.sigma))
-        entry["pull_without_ensemble"] = float(pull(cut.n_observed, est.b, np.hypot(est.sigma_stat, est.sigma_norm)))
+        entry["pull_without_ensemble"] = float(pull(cut.n_observed, est.b, est.sigma_without_ensemble))
+        if cut.calibrated is not None:
+            entry["pull_calibrated"] = float(pull(cut.n_observed, cut.calibrated.b, cut.calibrated.sigma))
         if x is not None:
             passing = scores >= cut.threshold
             after = bump_hunt(edges, np.histogram(m[passing], edges)[0], window)
@@ -323,6 +325,9 @@ def summarize(cfg: StudyConfig, scan: list[dict], closure: list[dict]) -> dict:
             f"{eff:g}": {
                 "z": _spread([r["cuts"][i]["significance"] for r in rows]),
                 "z_without_ensemble": _spread([r["cuts"][i]["significance_without_ensemble"] for r in rows]),
+                "z_calibrated": _spread(
+                    [r["cuts"][i]["calibrated"]["significance"] for r in rows if "calibrated" in r["cuts"][i]]
+                ),
                 "n_signal_passing": _spread([r["cuts"][i]["n_signal_passing"] for r in rows]),
             }
             for i, eff in enumerate(cfg.efficiencies)
@@ -340,7 +345,21 @@ def summarize(cfg: StudyConfig, scan: list[dict], closure: list[dict]) -> dict:
                 "mean_without_ensemble": float(q.mean()),
                 "std_without_ensemble": float(q.std(ddof=1)) if len(q) > 1 else None,
                 "values": p.tolist(),
+                "relative_excess": _spread(
+                    [c["cuts"][i]["n_observed"] / c["cuts"][i]["background_b"] - 1 for c in closure]
+                ),
             }
+            cal = np.array([c["cuts"][i].get("pull_calibrated", np.nan) for c in closure])
+            if np.all(np.isfinite(cal)):
+                pulls[f"{eff:g}"]["calibrated"] = {
+                    "mean": float(cal.mean()),
+                    "std": float(cal.std(ddof=1)) if len(cal) > 1 else None,
+                    "mean_error": float(cal.std(ddof=1) / np.sqrt(len(cal))) if len(cal) > 1 else None,
+                    "values": cal.tolist(),
+                    "relative_excess": _spread(
+                        [c["cuts"][i]["n_observed"] / c["cuts"][i]["calibrated"]["b"] - 1 for c in closure]
+                    ),
+                }
             bump = np.array([c["cuts"][i].get("bump_hunt_pull", np.nan) for c in closure])
             if np.all(np.isfinite(bump)):
                 pulls[f"{eff:g}"]["bump_hunt_after_cut"] = {
@@ -385,8 +404,9 @@ def _table(cfg: StudyConfig, summary: dict, wall: float) -> str:
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     lines += ["", "Background-only closure (pull = (n - B) / sqrt(B + sigma_B^2) over disjoint parts x windows):", ""]
     lines += [
-        "| eps_B | n | mean | width | mean / width without ensemble term | bump hunt after the cut: mean / width |",
-        "|---|---|---|---|---|---|",
+        "| eps_B | n | mean | width | mean / width without ensemble term | bump hunt after the cut: mean / width "
+        "| calibrated on held-out sidebands: mean / width | n / B - 1 (median): direct / calibrated |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for eff, p in summary["closure"]["pulls"].items():
         std = f"{p['std']:.2f}" if p["std"] is not None else "-"
@@ -394,9 +414,14 @@ def _table(cfg: StudyConfig, summary: dict, wall: float) -> str:
         err = f" ± {p['mean_error']:.2f}" if p["mean_error"] is not None else ""
         bump = p.get("bump_hunt_after_cut")
         bump_cell = f"{bump['mean']:.2f} / {bump['std']:.2f}" if bump and bump["std"] is not None else "-"
+        cal = p.get("calibrated")
+        cal_cell, cal_excess = "-", "-"
+        if cal and cal["std"] is not None:
+            cal_cell = f"{cal['mean']:.2f} ± {cal['mean_error']:.2f} / {cal['std']:.2f}"
+            cal_excess = f"{100 * cal['relative_excess']['median']:.1f}%"
         lines.append(
             f"| {eff} | {p['n']} | {p['mean']:.2f}{err} | {std} | {p['mean_without_ensemble']:.2f} / {std_ne} "
-            f"| {bump_cell} |"
+            f"| {bump_cell} | {cal_cell} | {100 * p['relative_excess']['median']:.1f}% / {cal_excess} |"
         )
     fit = summary["closure"]["sideband_fit_pulls_before_cut"]
     lines += ["", f"Sideband-fit pulls before the cut: {', '.join(f'{v:.2f}' for v in fit)}", ""]

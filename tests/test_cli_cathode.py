@@ -65,6 +65,8 @@ def test_cathode_command_writes_summary_and_plots(tmp_path):
     bands = cut["sideband_pass_fractions"]
     assert bands["low"]["n"] + bands["high"]["n"] == summary["n_sidebands"]
     assert 0 <= cut["bump_hunt"]["sideband_p"] <= 1 and "bump hunt after the cut" in result.output
+    cal = cut["calibrated"]  # the estimate calibrated on held-out sideband events
+    assert cal["sigma"] >= cal["sigma_calibration"] > 0 and "calibrated on held-out sideband events" in result.output
 
 
 def pytest_approx(value: float):

@@ -165,6 +165,13 @@ def cathode(
             f"norm {cut['background_sigma_norm']:.1f}), Z = {cut['significance']:.2f} "
             f"(without ensemble {cut['significance_without_ensemble']:.2f})"
         )
+        if "calibrated" in cut:
+            cal = cut["calibrated"]
+            click.echo(
+                f"    calibrated on held-out sideband events: B = {cal['b']:.1f} ± {cal['sigma']:.1f} "
+                f"(factor {cal['calibration']:.3f}, calibration {cal['sigma_calibration']:.1f}), "
+                f"Z = {cal['significance']:.2f}"
+            )
         fit, bands = cut.get("bump_hunt", {}), cut["sideband_pass_fractions"]
         if "error" in fit or not fit:
             continue

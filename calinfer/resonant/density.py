@@ -36,6 +36,8 @@ class DensityEstimator:
     there are) and validates on the events never drawn (about 37%). Flows of an ensemble then differ by
     the statistical fluctuations of their training sample as well as by their initialisation, so the
     ensemble spread includes the finite-sample error of the density estimate.
+
+    After :meth:`fit`, ``held_out_x_`` and ``held_out_m_`` hold the validation events (not trained on).
     """
 
     def __init__(
@@ -118,6 +120,8 @@ class DensityEstimator:
             perm = rng.permutation(len(x))
             n_val = max(1, round(self.val_fraction * len(x)))
             val, train = perm[:n_val], perm[n_val:]
+        # events this estimator never trained on (they only select the kept epochs): a held-out check
+        self.held_out_x_, self.held_out_m_ = x[val], m[val]
         model = self._new_model(self.n_features_)
         opt = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         steps_per_epoch = math.ceil(len(train) / self.batch_size)

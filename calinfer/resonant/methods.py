@@ -79,13 +79,14 @@ class CutResult:
     background_efficiency: float
     n_observed: int
     estimate: BackgroundEstimate
+    calibrated: BackgroundEstimate | None = None
 
     @property
     def significance(self) -> float:
         return self.estimate.significance(self.n_observed)
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "threshold": self.threshold,
             "background_efficiency": self.background_efficiency,
             "n_observed": self.n_observed,
@@ -93,6 +94,12 @@ class CutResult:
             "significance_without_ensemble": self.estimate.significance(self.n_observed, include_ensemble=False),
             **{f"background_{k}": v for k, v in self.estimate.to_dict().items()},
         }
+        if self.calibrated is not None:
+            out["calibrated"] = {
+                **self.calibrated.to_dict(),
+                "significance": self.calibrated.significance(self.n_observed),
+            }
+        return out
 
 
 class _ClassifierMethod:
@@ -185,7 +192,21 @@ class Cathode(_ClassifierMethod):
         )
         self.scores_, self.reference_scores_ = res.scores_data, res.scores_reference
         self.kfold_ = res
+        self.sideband_checks_ = self._sideband_checks(seeds[-1])
         return self
+
+    def _sideband_checks(self, seed: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """Per flow: scores of the sideband events it never trained on and of events it generated at their
+        masses (``oversample`` per event). ``None`` when a flow does not record its held-out events."""
+        checks = []
+        for i, f in enumerate(self.flows_):
+            x_held, m_held = getattr(f, "held_out_x_", None), getattr(f, "held_out_m_", None)
+            if x_held is None or len(x_held) == 0:
+                return None
+            gen = f.sample(np.repeat(m_held, max(1, round(self.oversample))), seed=seed + i)
+            score = self.kfold_.score_unseen
+            checks.append((score(x_held, seed=seed + i), score(gen, seed=seed + i)))
+        return checks
 
     def score_outside(self, x: np.ndarray) -> np.ndarray:
         """Scores of events outside the signal region (e.g. the sidebands, for the m_jj spectrum after a cut).
@@ -200,7 +221,9 @@ class Cathode(_ClassifierMethod):
         """Cut keeping ``background_efficiency`` of the generated background; estimate B and count the data.
 
         ``n_sr +- n_sr_sigma``: expected background in the signal region before the cut (e.g. from
-        :func:`~calinfer.resonant.bumphunt.bump_hunt` on the uncut spectrum).
+        :func:`~calinfer.resonant.bumphunt.bump_hunt` on the uncut spectrum). ``CutResult.estimate`` takes
+        the generated pass fractions as they are; ``CutResult.calibrated`` scales each flow's by the ratio
+        of data to generated pass fractions on the sideband events that flow never trained on.
         """
         scores = self._scored()
         if not 0 < background_efficiency <= 1:
@@ -210,7 +233,28 @@ class Cathode(_ClassifierMethod):
         fractions = [passing[self.reference_member_ == i].mean() for i in range(self.n_flows)]
         sizes = [np.sum(self.reference_member_ == i) for i in range(self.n_flows)]
         estimate = background_after_cut(fractions, sizes, n_sr, n_sr_sigma)
-        return CutResult(threshold, background_efficiency, int(np.sum(scores >= threshold)), estimate)
+        return CutResult(
+            threshold,
+            background_efficiency,
+            int(np.sum(scores >= threshold)),
+            estimate,
+            self._calibrated(threshold, fractions, sizes, n_sr, n_sr_sigma),
+        )
+
+    def _calibrated(self, threshold, fractions, sizes, n_sr, n_sr_sigma) -> BackgroundEstimate | None:
+        """The estimate with each flow's pass fraction scaled by data / generated pass fractions on the
+        sideband events that flow never trained on (its generalization error, measured where there is no
+        signal); ``None`` without held-out events or when none of them pass."""
+        if not self.sideband_checks_:
+            return None
+        k, k_sigma = [], []
+        for data, gen in self.sideband_checks_:
+            d, g = np.mean(data >= threshold), np.mean(gen >= threshold)
+            if d == 0 or g == 0:
+                return None
+            k.append(d / g)
+            k_sigma.append(d / g * np.sqrt((1 - d) / (d * len(data)) + (1 - g) / (g * len(gen))))
+        return background_after_cut(fractions, sizes, n_sr, n_sr_sigma, calibration=k, calibration_sigma=k_sigma)
 
 
 class IdealizedAD(_ClassifierMethod):
