@@ -26,7 +26,8 @@ pool that only trains the supervised classifier. Signal region 3.3-3.7 TeV, side
    parts; on each part and each closure window CATHODE runs with its own flows, and for each cut the pull
    ``(n_observed - B) / sqrt(B + sigma_B^2)`` of the background estimate (sideband-fit normalisation x
    generated pass fraction, uncertainties from the fit, the generated statistics and the ensemble
-   spread) is recorded. Independent parts give independent pulls: mean ~0 and width ~1 when the estimate
+   spread) is recorded, and the same for the estimate calibrated on held-out sideband events
+   (``Cathode.cut``). Independent parts give independent pulls: mean ~0 and width ~1 when the estimate
    closes.
 
 Outputs in ``--out-dir`` (each written atomically): ``results.json`` (settings, data counts, every record,
