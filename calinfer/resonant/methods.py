@@ -127,7 +127,8 @@ class _ClassifierMethod:
 
 class Cathode(_ClassifierMethod):
     """CATHODE (arXiv:2109.00546); after :meth:`fit`: ``scores_`` of the signal-region events (``sr_mask_``),
-    ``reference_scores_`` of the generated background and ``reference_member_`` (which flow made each).
+    ``reference_scores_`` of the generated background, ``reference_member_`` (which flow made each) and
+    ``sideband_checks_`` (per flow, scores of its held-out sideband events and of events it generated there).
 
     ``executor`` (a ``concurrent.futures`` executor or ``distributed.Client``) trains the ensemble flows and
     the fold classifiers in parallel; every training has its own seed, so the result does not depend on it.
