@@ -297,6 +297,18 @@ def _spread(values: list[float]) -> dict:
     return {"n": len(v), "median": q50, "q16": q16, "q84": q84, "min": v.min(), "max": v.max(), "values": v.tolist()}
 
 
+def _mean_and_width(values) -> dict:
+    """Mean, its standard error and the standard deviation (``None`` for fewer than two values) of closure values."""
+    v = np.asarray(values, dtype=np.float64)
+    std = float(v.std(ddof=1)) if len(v) > 1 else None
+    return {
+        "mean": float(v.mean()),
+        "std": std,
+        "mean_error": std / np.sqrt(len(v)) if std is not None else None,
+        "values": v.tolist(),
+    }
+
+
 def summarize(cfg: StudyConfig, scan: list[dict], closure: list[dict]) -> dict:
     """Medians and spreads over seeds per method and injection; closure pull mean and width per cut."""
     records = [r for task in scan for r in task["records"]]
@@ -335,39 +347,25 @@ def summarize(cfg: StudyConfig, scan: list[dict], closure: list[dict]) -> dict:
         }
     pulls: dict = {}
     for i, eff in enumerate(cfg.efficiencies):
-        p = np.array([c["cuts"][i]["pull"] for c in closure])
-        q = np.array([c["cuts"][i]["pull_without_ensemble"] for c in closure])
-        if len(p):
-            pulls[f"{eff:g}"] = {
-                "n": len(p),
-                "mean": float(p.mean()),
-                "std": float(p.std(ddof=1)) if len(p) > 1 else None,
-                "mean_error": float(p.std(ddof=1) / np.sqrt(len(p))) if len(p) > 1 else None,
-                "mean_without_ensemble": float(q.mean()),
-                "std_without_ensemble": float(q.std(ddof=1)) if len(q) > 1 else None,
-                "values": p.tolist(),
-                "relative_excess": _spread(
-                    [c["cuts"][i]["n_observed"] / c["cuts"][i]["background_b"] - 1 for c in closure]
-                ),
+        cuts = [c["cuts"][i] for c in closure]
+        if not cuts:
+            continue
+        q = np.array([c["pull_without_ensemble"] for c in cuts])
+        pulls[f"{eff:g}"] = {
+            "n": len(cuts),
+            **_mean_and_width([c["pull"] for c in cuts]),
+            "mean_without_ensemble": float(q.mean()),
+            "std_without_ensemble": float(q.std(ddof=1)) if len(q) > 1 else None,
+            "relative_excess": _mean_and_width([c["n_observed"] / c["background_b"] - 1 for c in cuts]),
+        }
+        if all("pull_calibrated" in c for c in cuts):
+            pulls[f"{eff:g}"]["calibrated"] = {
+                **_mean_and_width([c["pull_calibrated"] for c in cuts]),
+                "relative_excess": _mean_and_width([c["n_observed"] / c["calibrated"]["b"] - 1 for c in cuts]),
             }
-            cal = np.array([c["cuts"][i].get("pull_calibrated", np.nan) for c in closure])
-            if np.all(np.isfinite(cal)):
-                pulls[f"{eff:g}"]["calibrated"] = {
-                    "mean": float(cal.mean()),
-                    "std": float(cal.std(ddof=1)) if len(cal) > 1 else None,
-                    "mean_error": float(cal.std(ddof=1) / np.sqrt(len(cal))) if len(cal) > 1 else None,
-                    "values": cal.tolist(),
-                    "relative_excess": _spread(
-                        [c["cuts"][i]["n_observed"] / c["cuts"][i]["calibrated"]["b"] - 1 for c in closure]
-                    ),
-                }
-            bump = np.array([c["cuts"][i].get("bump_hunt_pull", np.nan) for c in closure])
-            if np.all(np.isfinite(bump)):
-                pulls[f"{eff:g}"]["bump_hunt_after_cut"] = {
-                    "mean": float(bump.mean()),
-                    "std": float(bump.std(ddof=1)) if len(bump) > 1 else None,
-                    "values": bump.tolist(),
-                }
+        bump = np.array([c.get("bump_hunt_pull", np.nan) for c in cuts])
+        if np.all(np.isfinite(bump)):
+            pulls[f"{eff:g}"]["bump_hunt_after_cut"] = _mean_and_width(bump)
     fit_pulls = [
         (c["sideband_fit_before_cut"]["n_observed"] - c["sideband_fit_before_cut"]["b"])
         / np.sqrt(c["sideband_fit_before_cut"]["b"] + c["sideband_fit_before_cut"]["sigma_b"] ** 2)
@@ -375,6 +373,11 @@ def summarize(cfg: StudyConfig, scan: list[dict], closure: list[dict]) -> dict:
     ]
     out["closure"] = {"pulls": pulls, "sideband_fit_pulls_before_cut": [float(v) for v in fit_pulls]}
     return out
+
+
+def _percent(excess: dict) -> str:
+    err = f" ± {100 * excess['mean_error']:.1f}" if excess["mean_error"] is not None else ""
+    return f"{100 * excess['mean']:.1f}{err}%"
 
 
 def _table(cfg: StudyConfig, summary: dict, wall: float) -> str:
@@ -406,7 +409,7 @@ def _table(cfg: StudyConfig, summary: dict, wall: float) -> str:
     lines += ["", "Background-only closure (pull = (n - B) / sqrt(B + sigma_B^2) over disjoint parts x windows):", ""]
     lines += [
         "| eps_B | n | mean | width | mean / width without ensemble term | bump hunt after the cut: mean / width "
-        "| calibrated on held-out sidebands: mean / width | n / B - 1 (median): direct / calibrated |",
+        "| calibrated on held-out sidebands: mean / width | n / B - 1 (mean): direct / calibrated |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for eff, p in summary["closure"]["pulls"].items():
@@ -419,10 +422,10 @@ def _table(cfg: StudyConfig, summary: dict, wall: float) -> str:
         cal_cell, cal_excess = "-", "-"
         if cal and cal["std"] is not None:
             cal_cell = f"{cal['mean']:.2f} ± {cal['mean_error']:.2f} / {cal['std']:.2f}"
-            cal_excess = f"{100 * cal['relative_excess']['median']:.1f}%"
+            cal_excess = _percent(cal["relative_excess"])
         lines.append(
             f"| {eff} | {p['n']} | {p['mean']:.2f}{err} | {std} | {p['mean_without_ensemble']:.2f} / {std_ne} "
-            f"| {bump_cell} | {cal_cell} | {100 * p['relative_excess']['median']:.1f}% / {cal_excess} |"
+            f"| {bump_cell} | {cal_cell} | {_percent(p['relative_excess'])} / {cal_excess} |"
         )
     fit = summary["closure"]["sideband_fit_pulls_before_cut"]
     lines += ["", f"Sideband-fit pulls before the cut: {', '.join(f'{v:.2f}' for v in fit)}", ""]

@@ -199,13 +199,12 @@ class Cathode(_ClassifierMethod):
     def _sideband_checks(self, seed: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
         """Per flow: scores of the sideband events it never trained on and of events it generated at their
         masses (``oversample`` per event). ``None`` when a flow does not record its held-out events."""
-        checks = []
+        checks, score = [], self.kfold_.score_unseen
         for i, f in enumerate(self.flows_):
             x_held, m_held = getattr(f, "held_out_x_", None), getattr(f, "held_out_m_", None)
             if x_held is None or len(x_held) == 0:
                 return None
             gen = f.sample(np.repeat(m_held, max(1, round(self.oversample))), seed=seed + i)
-            score = self.kfold_.score_unseen
             checks.append((score(x_held, seed=seed + i), score(gen, seed=seed + i)))
         return checks
 
