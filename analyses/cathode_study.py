@@ -70,6 +70,7 @@ class StudyConfig:
     injections: tuple[float, ...] = (0.012, 0.006, 0.003, 0.0015, 0.0005)
     methods: tuple[str, ...] = METHODS
     n_flows: int = 3
+    cross_fit: bool = False
     oversample: float = 4.0
     n_folds: int = 5
     anode_folds: int = 2
@@ -128,10 +129,19 @@ def _classifier_factory(cfg: StudyConfig):
     return partial(_configured, EnsembleMLP, cfg.classifier)
 
 
-def _flows(cfg: StudyConfig, m: np.ndarray, x: np.ndarray, window, seed: int) -> list:
-    sb = window.in_sidebands(m)
-    make = _flow_factory(cfg)
-    return [make(_seed(seed, 1, i)).fit(x[sb], m[sb]) for i in range(cfg.n_flows)]
+def _cathode(cfg: StudyConfig, window, seed: int):
+    from calinfer.resonant.methods import Cathode
+
+    return Cathode(
+        window,
+        n_flows=cfg.n_flows,
+        oversample=cfg.oversample / cfg.n_flows,
+        flow=_flow_factory(cfg),
+        classifier=_classifier_factory(cfg),
+        n_folds=cfg.n_folds,
+        cross_fit=cfg.cross_fit,
+        seed=seed,
+    )
 
 
 def _estimates(
@@ -180,7 +190,7 @@ def scan_task(job: tuple) -> dict:
     from calinfer.errors import InputError
     from calinfer.metrics import max_sic, roc_curve
     from calinfer.resonant.injection import n_signal_for
-    from calinfer.resonant.methods import Anode, Cathode, CWoLa, IdealizedAD
+    from calinfer.resonant.methods import Anode, CWoLa, IdealizedAD
     from calinfer.resonant.windows import SignalRegion
 
     cfg, seed, arrays = job
@@ -190,7 +200,7 @@ def scan_task(job: tuple) -> dict:
     m_b, x_b = arrays["background"]
     m_s, x_s = arrays["signal_injection"]
     x_ref_sr = arrays["reference_sr"]
-    flows = _flows(cfg, m_b, x_b, window, seed)
+    flows = _cathode(cfg, window, _seed(seed, 1)).fit_flows(m_b, x_b)
     t_flows = time.time() - t0
     clf = _classifier_factory(cfg)
     supervised = None
@@ -211,9 +221,7 @@ def scan_task(job: tuple) -> dict:
         sr, sb = window.in_sr(m), window.in_sidebands(m)
         y_sr = y[sr]
         common = {"n_folds": cfg.n_folds, "seed": _seed(seed, 4, k)}
-        n_flows, oversample = cfg.n_flows, cfg.oversample / cfg.n_flows
-        cathode = Cathode(window, n_flows=n_flows, oversample=oversample, classifier=clf, **common)
-        cathode.fit(m, x, flows=flows)
+        cathode = _cathode(cfg, window, common["seed"]).fit(m, x, flows=flows)
         scores = {"CATHODE": cathode.scores_}
         if "idealized AD" in cfg.methods:
             scores["idealized AD"] = IdealizedAD(window, classifier=clf, **common).fit(m, x, x_ref_sr).scores_
@@ -260,7 +268,6 @@ def closure_task(job: tuple) -> dict:
     """CATHODE on one background-only part in one window: pulls of the background estimate for every cut."""
     import torch
 
-    from calinfer.resonant.methods import Cathode
     from calinfer.resonant.windows import SignalRegion
 
     cfg, part, window_edges, (m, x) = job
@@ -268,15 +275,7 @@ def closure_task(job: tuple) -> dict:
     t0 = time.time()
     window = SignalRegion(*window_edges, *cfg.sidebands)
     seed = _seed(part, 5, round(1000 * window.low))
-    flows = _flows(cfg, m, x, window, seed)
-    cathode = Cathode(
-        window,
-        n_flows=cfg.n_flows,
-        oversample=cfg.oversample / cfg.n_flows,
-        classifier=_classifier_factory(cfg),
-        n_folds=cfg.n_folds,
-        seed=seed,
-    ).fit(m, x, flows=flows)
+    cathode = _cathode(cfg, window, seed).fit(m, x)
     before, cuts = _estimates(cfg, cathode, m, window, None, x)
     return {
         "part": part,
@@ -578,6 +577,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-bootstrap", action="store_true", help="train every flow on all sideband events (no bootstrap)"
     )
     parser.add_argument("--n-flows", type=int)
+    parser.add_argument(
+        "--cross-fit",
+        action="store_true",
+        help="flows on two disjoint sideband halves; estimate B from the group the classifier did not train against",
+    )
     parser.add_argument("--flow-epochs", type=int)
     parser.add_argument("--flow-batch-size", type=int)
     parser.add_argument("--flow-res-blocks", type=int, help="residual blocks per spline-parameter network")
@@ -610,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.n_flows is not None:
         changes["n_flows"] = args.n_flows
+    if args.cross_fit:
+        changes["cross_fit"] = True
     if args.closure_only:
         changes["seeds"] = ()
     flow = dict(cfg.flow)

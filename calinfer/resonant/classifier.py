@@ -9,6 +9,10 @@ kept (run, epoch) models. It follows the scikit-learn protocol (``fit(X, y, samp
 
 :func:`kfold_scores` trains one classifier per fold on the other folds and scores only the
 held-out fold, so no event is ever scored by a classifier that saw it in training.
+:func:`crossfit_scores` does the same for the data, but splits the reference (generated) events into two
+groups made by independently trained generators: the fold classifiers train on one group and score the
+other, so a background estimate from the scored group is free of the selection bias that arises when a
+classifier learns the errors of the very generator whose events then estimate the background.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import torch
 
 from calinfer.errors import InputError, ModelError
 
-__all__ = ["EnsembleMLP", "KFoldScores", "kfold_scores"]
+__all__ = ["CrossFitScores", "EnsembleMLP", "KFoldScores", "crossfit_scores", "kfold_scores"]
 
 
 def _mlp(n_in: int, hidden: tuple[int, ...]) -> torch.nn.Module:
@@ -161,17 +165,52 @@ class KFoldScores:
         The mean over the folds would not: it is narrower, a threshold from single-classifier scores
         passes fewer of such averaged events, and an m_jj spectrum cut on both would be sculpted.
         """
-        x = np.asarray(x, dtype=np.float64)
-        fold = _fold_ids(len(x), len(self.models), np.random.default_rng(seed))
-        scores = np.empty(len(x))
-        for k, model in enumerate(self.models):
-            if np.any(fold == k):
-                scores[fold == k] = model.predict_proba(x[fold == k])[:, 1]
-        return scores
+        return _score_spread(self.models, x, seed)
+
+
+def _score_spread(models: list, x: np.ndarray, seed: int) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    fold = _fold_ids(len(x), len(models), np.random.default_rng(seed))
+    scores = np.empty(len(x))
+    for k, model in enumerate(models):
+        if np.any(fold == k):
+            scores[fold == k] = model.predict_proba(x[fold == k])[:, 1]
+    return scores
+
+
+@dataclass
+class CrossFitScores:
+    """Out-of-fold data scores and cross-fitted reference scores (see :func:`crossfit_scores`).
+
+    ``scores_reference[k, j]``: fold classifier ``k``'s probability of class 1 for reference event ``j``,
+    NaN where ``k`` trained on ``j``'s group (``fold_group[k] == reference_group[j]``).
+    """
+
+    scores_data: np.ndarray
+    fold_data: np.ndarray
+    fold_group: np.ndarray
+    scores_reference: np.ndarray
+    reference_group: np.ndarray
+    models: list
+
+    def score_unseen(self, x: np.ndarray, *, seed: int = 0) -> np.ndarray:
+        """As :meth:`KFoldScores.score_unseen`: each event scored by one fold classifier, in equal random shares."""
+        return _score_spread(self.models, x, seed)
 
 
 def _fold_ids(n: int, n_folds: int, rng: np.random.Generator) -> np.ndarray:
     return rng.permutation(np.arange(n) % n_folds)
+
+
+def _fit_crossfit_fold(job: tuple) -> tuple[object, np.ndarray, np.ndarray]:
+    """Train fold ``k``'s classifier on the other data folds against reference group ``g``; score data fold
+    ``k`` and the reference events of the other group."""
+    clf, k, g, x_data, x_reference, fd, gr = job
+    td, tr = fd != k, gr == g
+    X = np.concatenate([x_data[td], x_reference[tr]])
+    y = np.concatenate([np.ones(td.sum()), np.zeros(tr.sum())])
+    clf.fit(X, y)
+    return clf, clf.predict_proba(x_data[~td])[:, 1], clf.predict_proba(x_reference[~tr])[:, 1]
 
 
 def _fit_fold(job: tuple) -> tuple[object, np.ndarray, np.ndarray]:
@@ -221,3 +260,45 @@ def kfold_scores(
     for k, (_, scores_data, scores_reference) in enumerate(fitted):
         sd[fd == k], sr[fr == k] = scores_data, scores_reference
     return KFoldScores(sd, sr, fd, fr, [clf for clf, _, _ in fitted])
+
+
+def crossfit_scores(
+    make_classifier: Callable[[int], object],
+    x_data: np.ndarray,
+    x_reference: np.ndarray,
+    reference_group: np.ndarray,
+    *,
+    n_folds: int = 4,
+    seed: int = 0,
+    progress: bool = False,
+    executor: Any | None = None,
+) -> CrossFitScores:
+    """k-fold data scores with cross-fitted reference groups.
+
+    The data are split into ``n_folds`` random folds; fold ``k`` belongs to group ``k % 2``. Classifier ``k``
+    trains on the other data folds (label 1) against all reference events of its group (label 0;
+    ``reference_group`` in {0, 1}), then scores data fold ``k`` and every reference event of the other
+    group. Each data event is scored by a classifier that never saw it, and each reference event by the
+    classifiers of the other group, none of which saw it or any event of its generator.
+    """
+    from calinfer.distributed import map_ordered
+
+    x_data = np.asarray(x_data, dtype=np.float64)
+    x_reference = np.asarray(x_reference, dtype=np.float64)
+    group = np.asarray(reference_group).reshape(-1)
+    if n_folds < 2:
+        raise InputError(f"n_folds must be at least 2, got {n_folds}")
+    if len(group) != len(x_reference) or not set(np.unique(group)) == {0, 1}:
+        raise InputError("reference_group must give 0 or 1 for every reference event, with both groups present")
+    if len(x_data) < n_folds:
+        raise InputError(f"need at least n_folds = {n_folds} data events")
+    fd = _fold_ids(len(x_data), n_folds, np.random.default_rng(seed))
+    fold_group = np.arange(n_folds) % 2
+    jobs = [(make_classifier(k), k, fold_group[k], x_data, x_reference, fd, group) for k in range(n_folds)]
+    fitted = map_ordered(_fit_crossfit_fold, jobs, executor=executor, progress=progress, desc="cross-fit")
+    sd = np.full(len(x_data), np.nan)
+    sr = np.full((n_folds, len(x_reference)), np.nan)
+    for k, (_, scores_data, scores_reference) in enumerate(fitted):
+        sd[fd == k] = scores_data
+        sr[k, group != fold_group[k]] = scores_reference
+    return CrossFitScores(sd, fd, fold_group, sr, group, [clf for clf, _, _ in fitted])
