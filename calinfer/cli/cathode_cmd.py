@@ -53,7 +53,13 @@ def _resolve(item: str) -> str:
     "idealized-AD baseline.",
 )
 @click.option("--baselines", default="", help="Comma-separated subset of idealized,cwola,anode,supervised.")
-@click.option("--n-flows", type=int, default=3, show_default=True, help="Density estimators in the ensemble.")
+@click.option(
+    "--n-flows",
+    type=int,
+    default=4,
+    show_default=True,
+    help="Density estimators in the ensemble (an even number with cross fitting).",
+)
 @click.option("--flow-epochs", type=int, default=50, show_default=True)
 @click.option("--classifier-epochs", type=int, default=30, show_default=True)
 @click.option(
@@ -64,6 +70,13 @@ def _resolve(item: str) -> str:
     help="Generated background events per signal-region data event and flow.",
 )
 @click.option("--folds", type=int, default=5, show_default=True, help="k of the k-fold scoring.")
+@click.option(
+    "--cross-fit/--no-cross-fit",
+    default=True,
+    show_default=True,
+    help="Train the flows in two groups on disjoint sideband halves; each classifier trains against one group "
+    "and the background after a cut is estimated from the other (needs an even --n-flows).",
+)
 @click.option(
     "--efficiency",
     "efficiencies",
@@ -90,6 +103,7 @@ def cathode(
     classifier_epochs: int,
     oversample: float,
     folds: int,
+    cross_fit: bool,
     efficiencies: tuple[float, ...],
     toys: int,
     seed: int,
@@ -130,6 +144,7 @@ def cathode(
         n_flows=n_flows,
         oversample=oversample,
         n_folds=folds,
+        cross_fit=cross_fit,
         flow={"epochs": flow_epochs, "bootstrap": True},
         classifier={"epochs": classifier_epochs},
         efficiencies=tuple(efficiencies),

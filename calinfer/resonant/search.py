@@ -5,7 +5,8 @@ TeV, the feature columns and optionally ``label``) and
 
 1. fits the dijet function to the sidebands of the uncut m_jj spectrum, giving the expected background in
    the signal region before any cut (``n_sr +- sigma``);
-2. runs :class:`~calinfer.resonant.methods.Cathode` (an ensemble of ``n_flows`` density estimators);
+2. runs :class:`~calinfer.resonant.methods.Cathode` (an ensemble of ``n_flows`` density estimators, cross
+   fitted by default: two groups on disjoint sideband halves, B from the group a classifier did not see);
 3. for each background efficiency: estimates B after the cut with stat, ensemble and normalisation
    uncertainties, counts the data, computes Cowan's significance with and without the ensemble term, and
    fits the m_jj spectrum after the cut (sideband events scored by the fold classifiers, none of which saw
@@ -46,9 +47,10 @@ class SearchConfig:
     resamples of the sidebands by default, so their spread includes the training-sample fluctuations)."""
 
     features: tuple[str, ...] = STANDARD_FEATURES
-    n_flows: int = 3
+    n_flows: int = 4
     oversample: float = 4.0
     n_folds: int = 5
+    cross_fit: bool = True
     flow: dict = field(default_factory=lambda: {"bootstrap": True})
     classifier: dict = field(default_factory=dict)
     efficiencies: tuple[float, ...] = (0.2, 0.05, 0.01)
@@ -121,7 +123,7 @@ def run_search(
     clf = partial(_configured, EnsembleMLP, cfg.classifier)
     cathode = Cathode(
         window, n_flows=cfg.n_flows, oversample=cfg.oversample, flow=flow, classifier=clf, n_folds=cfg.n_folds,
-        seed=cfg.seed, progress=progress, executor=executor,
+        cross_fit=cfg.cross_fit, seed=cfg.seed, progress=progress, executor=executor,
     ).fit(mjj, x)  # fmt: skip
     sr = cathode.sr_mask_
     all_scores = np.empty(len(mjj))
