@@ -11,6 +11,9 @@ pool that only trains the supervised classifier. Signal region 3.3-3.7 TeV, side
    background, and the signal-region events are scored by
    * CATHODE: ``--n-flows`` conditional flows trained on the sidebands, background generated in the
      signal region (``--oversample`` generated events per signal-region event in total), k-fold classifier;
+     cross fitted unless ``--no-cross-fit``: the flows form two groups on disjoint halves of the
+     sidebands, each fold classifier trains against one group, and the background after a cut is
+     estimated from the other (``Cathode(cross_fit=True)``);
    * idealized AD: the same classifier against the true background of the reference sample;
    * CWoLa: signal region against the sidebands;
    * ANODE: density ratio of a k-fold flow on the signal region and the first CATHODE flow;
@@ -27,8 +30,9 @@ pool that only trains the supervised classifier. Signal region 3.3-3.7 TeV, side
    ``(n_observed - B) / sqrt(B + sigma_B^2)`` of the background estimate (sideband-fit normalisation x
    generated pass fraction, uncertainties from the fit, the generated statistics and the ensemble
    spread) is recorded, and the same for the estimate calibrated on held-out sideband events
-   (``Cathode.cut``). Independent parts give independent pulls: mean ~0 and width ~1 when the estimate
-   closes.
+   (``Cathode.cut``). Independent parts give independent pulls: mean ~0 and width ~1 when
+   the estimate closes. ``n / (N_SR eps) - 1`` (true signal-region count) isolates the generated pass
+   fraction from the sideband-fit normalisation.
 
 Outputs in ``--out-dir`` (each written atomically): ``results.json`` (settings, data counts, every record,
 the medians and spreads, the closure pulls, the wall times), ``table.md``, ``sic_vs_injection.png``,

@@ -66,7 +66,8 @@ def test_cathode_command_writes_summary_and_plots(tmp_path):
     assert bands["low"]["n"] + bands["high"]["n"] == summary["n_sidebands"]
     assert 0 <= cut["bump_hunt"]["sideband_p"] <= 1 and "bump hunt after the cut" in result.output
     assert summary["config"]["cross_fit"] and cut["background_sigma_ensemble"] > 0  # two replicas by default
-    assert "calibrated" not in cut  # only without cross fitting (held-out sideband events of every flow)
+    cal = cut["calibrated"]  # the estimate calibrated on held-out (out-of-bootstrap) sideband events
+    assert cal["sigma"] >= cal["sigma_calibration"] > 0 and "calibrated on held-out sideband events" in result.output
 
 
 def pytest_approx(value: float):

@@ -193,9 +193,11 @@ class CrossFitScores:
     reference_group: np.ndarray
     models: list
 
-    def score_unseen(self, x: np.ndarray, *, seed: int = 0) -> np.ndarray:
-        """As :meth:`KFoldScores.score_unseen`: each event scored by one fold classifier, in equal random shares."""
-        return _score_spread(self.models, x, seed)
+    def score_unseen(self, x: np.ndarray, *, seed: int = 0, group: int | None = None) -> np.ndarray:
+        """As :meth:`KFoldScores.score_unseen`: each event scored by one fold classifier, in equal random shares;
+        with ``group``, only by the classifiers trained against that reference group."""
+        models = [m for m, g in zip(self.models, self.fold_group, strict=True) if group is None or g == group]
+        return _score_spread(models, x, seed)
 
 
 def _fold_ids(n: int, n_folds: int, rng: np.random.Generator) -> np.ndarray:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -150,7 +151,8 @@ class Cathode(_ClassifierMethod):
     group's flows learned other fluctuations, so their pass fraction is unbiased by that selection.
     ``n_flows`` must be even: replica ``r`` pairs flows ``2r`` and ``2r + 1``, and the ensemble spread is
     taken over the ``n_flows / 2`` replicas. ``reference_scores_`` then holds one score per generated event
-    from a random classifier of the other group, and ``sideband_checks_`` is ``None`` (no calibration).
+    from a random classifier of the other group, and the sideband checks of a flow are scored by the
+    classifiers that estimate the background with it.
     """
 
     def __init__(
@@ -231,24 +233,29 @@ class Cathode(_ClassifierMethod):
             )
             pick = _crossfit_pick(res.scores_reference, seeds[-1])
             self.reference_scores_ = res.scores_reference[pick, np.arange(len(pick))]
-            self.sideband_checks_ = None
         else:
             res = kfold_scores(lambda k: self.classifier(fold_seeds[k]), x[sr], self.reference_x_, **options)
             self.reference_scores_ = res.scores_reference
         self.scores_ = res.scores_data
         self.kfold_ = res
-        if not self.cross_fit:
-            self.sideband_checks_ = self._sideband_checks(seeds[-1])
+        self.sideband_checks_ = self._sideband_checks(seeds[-1])
         return self
 
     def _sideband_checks(self, seed: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
         """Per flow: scores of the sideband events it never trained on and of events it generated at their
-        masses (``oversample`` per event). ``None`` when a flow does not record its held-out events."""
-        checks, score = [], self.kfold_.score_unseen
+        masses (``oversample`` per event). ``None`` when a flow does not record its held-out events.
+
+        With cross fitting both are scored by the classifiers whose background estimate uses the flow (those
+        trained against the other group): neither they nor the flow saw these sideband events."""
+        checks = []
         for i, f in enumerate(self.flows_):
             x_held, m_held = getattr(f, "held_out_x_", None), getattr(f, "held_out_m_", None)
             if x_held is None or len(x_held) == 0:
                 return None
+            if self.cross_fit:
+                score = partial(self.kfold_.score_unseen, group=1 - i % 2)
+            else:
+                score = self.kfold_.score_unseen
             gen = f.sample(np.repeat(m_held, max(1, round(self.oversample))), seed=seed + i)
             checks.append((score(x_held, seed=seed + i), score(gen, seed=seed + i)))
         return checks
@@ -274,9 +281,7 @@ class Cathode(_ClassifierMethod):
         if not 0 < background_efficiency <= 1:
             raise InputError(f"background_efficiency must be in (0, 1], got {background_efficiency}")
         if self.cross_fit:
-            threshold, fractions, sizes = self._crossfit_fractions(background_efficiency)
-            estimate = background_after_cut(fractions, sizes, n_sr, n_sr_sigma)
-            return CutResult(threshold, background_efficiency, int(np.sum(scores >= threshold)), estimate)
+            return self._crossfit_cut(background_efficiency, n_sr, n_sr_sigma)
         threshold = float(np.quantile(self.reference_scores_, 1 - background_efficiency))
         passing = self.reference_scores_ >= threshold
         fractions = [passing[self.reference_member_ == i].mean() for i in range(self.n_flows)]
@@ -290,12 +295,14 @@ class Cathode(_ClassifierMethod):
             self._calibrated(threshold, fractions, sizes, n_sr, n_sr_sigma),
         )
 
-    def _crossfit_fractions(self, background_efficiency: float) -> tuple[float, list[float], list[int]]:
-        """Threshold and per-replica pass fractions from the cross-fitted scores.
+    def _crossfit_cut(self, background_efficiency: float, n_sr: float, n_sr_sigma: float) -> CutResult:
+        """The cut with cross-fitted scores.
 
         Fold classifier ``k`` scores the share ``w_k`` of the signal-region data; the threshold passes a
         fraction ``background_efficiency`` of the other group's generated events, averaged over the folds
-        with weights ``w_k``. Replica ``r``'s pass fraction is ``sum_k w_k P_k(flow 2r + 1 - k % 2)``.
+        with weights ``w_k``. Replica ``r``'s pass fraction is ``sum_k w_k P_k(i)`` with ``i = 2r + 1 - k % 2``
+        the replica's flow that classifier ``k`` did not train against; calibrated, each ``P_k(i)`` is
+        scaled by flow ``i``'s data / generated pass ratio ``c_i`` on its held-out sideband events.
         """
         res = self.kfold_
         w = np.bincount(res.fold_data, minlength=self.n_folds) / len(res.fold_data)
@@ -310,20 +317,34 @@ class Cathode(_ClassifierMethod):
         reached = np.searchsorted(np.cumsum(w_all[order]), background_efficiency * w_all.sum())
         threshold = float(s_all[order[min(reached, len(order) - 1)]])
         member = self.reference_member_
-        fractions, sizes = [], []
+        ratios = self._sideband_ratios(threshold)
+        fractions, sizes, k_rep, k_sigma = [], [], [], []
         for r in range(self.n_flows // 2):
-            f = 0.0
+            f, f_cal, share = 0.0, 0.0, np.zeros(self.n_flows)
             for k in range(self.n_folds):
-                flow_index = 2 * r + 1 - res.fold_group[k]
-                f += w[k] * np.mean(res.scores_reference[k, member == flow_index] >= threshold)
+                i = 2 * r + 1 - res.fold_group[k]
+                p_k = w[k] * np.mean(res.scores_reference[k, member == i] >= threshold)
+                f += p_k
+                share[i] += p_k  # flow i's part of the replica's pass fraction (its ratio scales all of it)
+                if ratios is not None:
+                    f_cal += p_k * ratios[0][i]
             fractions.append(float(f))
             sizes.append(int(np.sum(member // 2 == r)))
-        return threshold, fractions, sizes
+            if ratios is not None and f > 0:
+                k_rep.append(f_cal / f)
+                k_sigma.append(float(np.sqrt(np.sum((share * ratios[1]) ** 2))) / f)
+        estimate = background_after_cut(fractions, sizes, n_sr, n_sr_sigma)
+        calibrated = None
+        if len(k_rep) == len(fractions):
+            calibrated = background_after_cut(
+                fractions, sizes, n_sr, n_sr_sigma, calibration=k_rep, calibration_sigma=k_sigma
+            )
+        n_observed = int(np.sum(self._scored() >= threshold))
+        return CutResult(threshold, background_efficiency, n_observed, estimate, calibrated)
 
-    def _calibrated(self, threshold, fractions, sizes, n_sr, n_sr_sigma) -> BackgroundEstimate | None:
-        """The estimate with each flow's pass fraction scaled by data / generated pass fractions on the
-        sideband events that flow never trained on (its generalization error, measured where there is no
-        signal); ``None`` without held-out events or when none of them pass."""
+    def _sideband_ratios(self, threshold: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per flow: data / generated pass fraction on its held-out sideband events, and its binomial error;
+        ``None`` without held-out events or when none of them pass."""
         if not self.sideband_checks_:
             return None
         k, k_sigma = [], []
@@ -333,7 +354,18 @@ class Cathode(_ClassifierMethod):
                 return None
             k.append(d / g)
             k_sigma.append(d / g * np.sqrt((1 - d) / (d * len(data)) + (1 - g) / (g * len(gen))))
-        return background_after_cut(fractions, sizes, n_sr, n_sr_sigma, calibration=k, calibration_sigma=k_sigma)
+        return np.asarray(k), np.asarray(k_sigma)
+
+    def _calibrated(self, threshold, fractions, sizes, n_sr, n_sr_sigma) -> BackgroundEstimate | None:
+        """The estimate with each flow's pass fraction scaled by data / generated pass fractions on the
+        sideband events that flow never trained on (its generalization error, measured where there is no
+        signal); ``None`` without held-out events or when none of them pass."""
+        ratios = self._sideband_ratios(threshold)
+        if ratios is None:
+            return None
+        return background_after_cut(
+            fractions, sizes, n_sr, n_sr_sigma, calibration=ratios[0], calibration_sigma=ratios[1]
+        )
 
 
 class IdealizedAD(_ClassifierMethod):
