@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from calinfer.resonant.bumphunt import BumpHuntResult, DijetFunction, bump_hunt, global_significance, scan
-from calinfer.resonant.classifier import EnsembleMLP, KFoldScores, kfold_scores
+from calinfer.resonant.classifier import CrossFitScores, EnsembleMLP, KFoldScores, crossfit_scores, kfold_scores
 from calinfer.resonant.density import DensityEstimator
 from calinfer.resonant.injection import inject_signal, n_signal_for
 from calinfer.resonant.methods import Anode, Cathode, CutResult, CWoLa, IdealizedAD, Supervised
@@ -18,6 +18,7 @@ __all__ = [
     "BumpHuntResult",
     "CWoLa",
     "Cathode",
+    "CrossFitScores",
     "CutResult",
     "DensityEstimator",
     "DijetFunction",
@@ -31,6 +32,7 @@ __all__ = [
     "background_after_cut",
     "bump_hunt",
     "cowan_significance",
+    "crossfit_scores",
     "generate_background",
     "global_significance",
     "inject_signal",
