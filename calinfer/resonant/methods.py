@@ -198,7 +198,9 @@ class Cathode(_ClassifierMethod):
         """Train the flows on the sideband events, generate background and score the signal region.
 
         ``flows``: an already trained ensemble of ``n_flows`` density estimators of these sidebands (e.g. shared
-        by several classifier seeds or signal injections); they are used as they are.
+        by several classifier seeds or signal injections); they are used as they are. With cross fitting, flow
+        ``i`` must have been trained on half ``i % 2`` of the sidebands, as :meth:`fit_flows` of a cross-fitted
+        ``Cathode`` does.
         """
         mjj, x = _check(mjj, x)
         sb, sr = self.window.in_sidebands(mjj), self.window.in_sr(mjj)
