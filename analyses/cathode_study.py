@@ -90,7 +90,7 @@ class StudyConfig:
     )
     classifier: dict = field(default_factory=lambda: {"epochs": 20, "batch_size": 512, "n_best_epochs": 5})
     efficiencies: tuple[float, ...] = (0.2, 0.1, 0.05, 0.02)
-    closure_splits: int = 2
+    closure_splits: int = 3
     closure_windows: tuple[tuple[float, float], ...] = ((3.3, 3.7), (3.7, 4.1), (4.1, 4.5))
     min_background: float = 50.0
     max_data_events: int | None = None
