@@ -174,7 +174,7 @@ def cathode(
         save_figure(plot_sic(curves, min_background=config.min_background)[0], out / "sic.png")
     for cut in result.summary["cuts"]:
         click.echo(
-            f"ε_B = {cut['background_efficiency']:.3g}: observed {cut['n_observed']}, "
+            f"ε_B = {cut['background_efficiency']:.3g}: observed {cut['n_observed']}, direct estimate "
             f"B = {cut['background_b']:.1f} ± {cut['background_sigma']:.1f} "
             f"(stat {cut['background_sigma_stat']:.1f}, ensemble {cut['background_sigma_ensemble']:.1f}, "
             f"norm {cut['background_sigma_norm']:.1f}), Z = {cut['significance']:.2f} "
@@ -183,7 +183,8 @@ def cathode(
         if "calibrated" in cut:
             cal = cut["calibrated"]
             click.echo(
-                f"    calibrated on held-out sideband events: B = {cal['b']:.1f} ± {cal['sigma']:.1f} "
+                f"    calibrated on held-out sideband events (the estimate that closes in analyses/cathode_study.py): "
+                f"B = {cal['b']:.1f} ± {cal['sigma']:.1f} "
                 f"(factor {cal['calibration']:.3f}, calibration {cal['sigma_calibration']:.1f}), "
                 f"Z = {cal['significance']:.2f}"
             )
