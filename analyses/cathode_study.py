@@ -701,7 +701,7 @@ def _run(jobs: list[tuple[str, tuple]], n_jobs: int) -> list[tuple[str, dict]]:
     """Run scan / closure jobs inline or on a process pool; print each as it finishes."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from calinfer.distributed import map_ordered
+    from calinfer.parallel import map_ordered
 
     def describe(kind: str, r: dict) -> str:
         if kind == "scan":

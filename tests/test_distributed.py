@@ -371,3 +371,22 @@ def test_killed_dask_worker_loses_and_duplicates_nothing(workdir, reference, cli
     _assert_identical(report, reference["anomaly"], "anomaly")
     for source, n in zip(reference["anomaly"], SIZES.values(), strict=True):
         np.testing.assert_array_equal(_read(report.outputs[source], "anomaly")["entry"], np.arange(n))
+
+
+def test_resonant_and_parallel_sit_below_distributed():
+    """calinfer.parallel needs no other calinfer module, and calinfer.resonant never loads calinfer.distributed
+    (they imported each other through map_ordered); the names stay importable from calinfer.distributed."""
+    import subprocess
+    import sys
+
+    import calinfer.distributed as dist
+    import calinfer.parallel as par
+
+    code = (
+        "import sys; import calinfer; a = set(sys.modules); import calinfer.parallel; a = set(sys.modules) - a;"
+        "import calinfer.resonant; b = [m for m in sys.modules if m.startswith('calinfer.distributed')];"
+        "print(sorted(m for m in a if m.startswith('calinfer')), b)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['calinfer.parallel'] []"
+    assert dist.map_ordered is par.map_ordered and dist.InlineExecutor is par.InlineExecutor

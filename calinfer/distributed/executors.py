@@ -3,7 +3,9 @@
 Everything in :mod:`calinfer.distributed` needs only ``executor.submit(fn, *args) -> future`` with
 ``future.result()`` and ``future.add_done_callback(fn)``: :class:`concurrent.futures.Executor` objects and
 ``distributed.Client`` both qualify. :func:`open_executor` picks one from command-line style options and
-:func:`map_ordered` runs independent jobs on any of them and returns the results in submission order.
+:func:`process_pool` makes a local pool; :func:`map_ordered`, :func:`submit`, :class:`CompletionQueue` and
+:class:`InlineExecutor` live in :mod:`calinfer.parallel` (below both this package and
+:mod:`calinfer.resonant`) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -12,12 +14,11 @@ import concurrent.futures
 import contextlib
 import multiprocessing
 import os
-import queue
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 from calinfer.errors import CalinferError, InputError
+from calinfer.parallel import CompletionQueue, InlineExecutor, is_dask_client, map_ordered, submit
 
 __all__ = [
     "CompletionQueue",
@@ -48,23 +49,6 @@ def dask_available() -> bool:
     return True
 
 
-def is_dask_client(executor: object) -> bool:
-    """Whether ``executor`` is a ``distributed.Client`` (checked without importing Dask)."""
-    return any(cls.__name__ == "Client" and cls.__module__.startswith("distributed") for cls in type(executor).__mro__)
-
-
-class InlineExecutor(concurrent.futures.Executor):
-    """Runs every job at once in the calling process (``jobs=1``, and the reference for reproducibility tests)."""
-
-    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except Exception as err:
-            future.set_exception(err)
-        return future
-
-
 _PRELOAD = ["torch", "calinfer.surrogate", "calinfer.calibration", "calinfer.anomaly", "calinfer.io"]
 
 
@@ -83,71 +67,6 @@ def process_pool(workers: int | None = None) -> concurrent.futures.ProcessPoolEx
     else:
         context = multiprocessing.get_context("spawn")
     return concurrent.futures.ProcessPoolExecutor(max_workers=n, mp_context=context)
-
-
-def submit(executor: Any, fn: Callable, *args: Any, key: str | None = None, priority: int = 0):
-    """``executor.submit(fn, *args)``; on Dask never deduplicated (``pure=False``), named ``key`` and prioritised."""
-    if is_dask_client(executor):
-        name = f"{key or getattr(fn, '__name__', type(fn).__name__)}-{uuid.uuid4().hex[:8]}"
-        return executor.submit(fn, *args, key=name, pure=False, priority=priority)
-    return executor.submit(fn, *args)
-
-
-class CompletionQueue:
-    """Futures of any executor in the order they finish; more can be added while iterating.
-
-    ``add(future, tag)`` registers a future; iterating yields ``(future, tag)`` pairs as they finish, until
-    every registered future has been yielded (the callbacks of both executor kinds feed one queue).
-    """
-
-    def __init__(self) -> None:
-        self._done: queue.Queue = queue.Queue()
-        self._outstanding = 0
-
-    def add(self, future: Any, tag: Any = None) -> None:
-        self._outstanding += 1
-        future.add_done_callback(lambda f: self._done.put((f, tag)))
-
-    def __len__(self) -> int:
-        return self._outstanding
-
-    def __iter__(self) -> Iterator[tuple[Any, Any]]:
-        while self._outstanding:
-            item = self._done.get()
-            self._outstanding -= 1
-            yield item
-
-
-def map_ordered(
-    fn: Callable,
-    items: Sequence,
-    *,
-    executor: Any | None = None,
-    progress: bool = False,
-    desc: str = "jobs",
-) -> list:
-    """``[fn(item) for item in items]`` with every call submitted to ``executor`` (``None``: run inline).
-
-    Results come back in the order of ``items`` whatever order the jobs finish in, so a job that draws
-    its randomness from its own seed gives the same result locally and on a cluster. The first failed
-    job (in item order) raises its exception after all jobs have finished.
-    """
-    items = list(items)
-    executor = executor if executor is not None else InlineExecutor()
-    futures = [submit(executor, fn, item, key=desc.replace(" ", "-"), priority=-i) for i, item in enumerate(items)]
-    finished = CompletionQueue()
-    for i, future in enumerate(futures):
-        finished.add(future, i)
-    with contextlib.ExitStack() as stack:
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = stack.enter_context(tqdm(total=len(items), desc=desc, unit="job"))
-        for _ in finished:
-            if bar is not None:
-                bar.update(1)
-    return [future.result() for future in futures]
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ def run_windows(
     Inside a job the trainings run one after the other; to parallelise a single search instead, pass the
     executor to ``run_search`` itself.
     """
-    from calinfer.distributed.executors import map_ordered
+    from calinfer.parallel import map_ordered
     from calinfer.resonant.search import run_search
 
     job = partial(run_search, data, config=config, reference=reference)

@@ -245,7 +245,7 @@ def kfold_scores(
     ``executor``: a ``concurrent.futures`` executor or ``distributed.Client`` that trains the folds in
     parallel (the classifiers must be picklable); the result does not depend on it.
     """
-    from calinfer.distributed import map_ordered
+    from calinfer.parallel import map_ordered
 
     x_data = np.asarray(x_data, dtype=np.float64)
     x_reference = np.asarray(x_reference, dtype=np.float64)
@@ -283,7 +283,7 @@ def crossfit_scores(
     group. Each data event is scored by a classifier that never saw it, and each reference event by the
     classifiers of the other group, none of which saw it or any event of its generator.
     """
-    from calinfer.distributed import map_ordered
+    from calinfer.parallel import map_ordered
 
     x_data = np.asarray(x_data, dtype=np.float64)
     x_reference = np.asarray(x_reference, dtype=np.float64)

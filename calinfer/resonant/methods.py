@@ -55,7 +55,7 @@ def _fit_flow(job: tuple) -> DensityEstimator:
 
 def _train_flows(jobs: list[tuple], executor: Any | None, progress: bool) -> list[DensityEstimator]:
     """Fit ``(flow, x, m)`` jobs (independently seeded flows), in parallel on ``executor``; results in order."""
-    from calinfer.distributed import map_ordered
+    from calinfer.parallel import map_ordered
 
     inline = executor is None
     payload = [(flow, x, m, progress and inline) for flow, x, m in jobs]
