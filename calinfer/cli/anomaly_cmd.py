@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import click
 
+from calinfer.cli.outputs import overwrite_option
 from calinfer.distributed.cli import ScaleOut, scale_out_options
+
+if TYPE_CHECKING:
+    from calinfer.cli.checks import DepositCheck
 
 __all__ = ["anomaly", "load_surrogate", "score_file", "sic", "sic_report"]
 
@@ -57,11 +62,13 @@ def score_file(
     n_grid: int = 32,
     clip_negative: float = 0.0,
     progress: bool = False,
+    check: DepositCheck | None = None,
 ) -> dict:
     """Score every shower of ``path`` chunk by chunk and stream the results to tree ``anomaly`` of ``out``.
 
     One entry per input shower, in order: ``score`` (higher = more anomalous), ``entry`` (input entry number)
-    and the score's auxiliary quantities (GeV). Returns the metadata stored in ``out``.
+    and the score's auxiliary quantities (GeV). ``check`` collects the deposited energies for the
+    plausibility warnings. Returns the metadata stored in ``out``.
     """
     import numpy as np
     from tqdm.auto import tqdm
@@ -101,6 +108,8 @@ def score_file(
         tqdm(total=info.n_entries, unit="shower", disable=not progress, desc=f"score {score.name}") as bar,
     ):
         for showers in chunks:
+            if check is not None:
+                check.update(showers)
             result = score.evaluate(showers)
             result["entry"] = np.arange(showers.entry_start, showers.entry_start + len(showers), dtype=np.int64)
             writer.extend(result)
@@ -156,21 +165,28 @@ def anomaly(
         )  # fmt: skip
         plan.run(task, chunk_size=step_size, progress=progress)
         return
+    from calinfer.cli.checks import DepositCheck, ModelKnowledge
+
     file = str(plan.files[0])
-    meta = score_file(
-        file,
-        out,
-        load_surrogate(model),
-        score_name=score_name,
-        scale=scale,
-        calibration=calibration,
-        tree=tree,
-        step_size=step_size,
-        device=device,
-        n_grid=n_grid,
-        clip_negative=clip_negative,
-        progress=progress,
-    )
+    with plan.reserve("anomaly"):
+        surrogate = load_surrogate(model)
+        check = DepositCheck(ModelKnowledge.of(surrogate), file)
+        meta = score_file(
+            file,
+            out,
+            surrogate,
+            score_name=score_name,
+            scale=scale,
+            calibration=calibration,
+            tree=tree,
+            step_size=step_size,
+            device=device,
+            n_grid=n_grid,
+            clip_negative=clip_negative,
+            progress=progress,
+            check=check,
+        )
+    check.report()
     lam = meta["energy_scale"]
     extra = f", lambda = {lam['value']:.4f} ({meta['energy_scale_source']})" if lam else ""
     click.echo(f"wrote {meta['entries']} scores ({meta['score']}{extra}) to {out}:anomaly")
@@ -269,19 +285,23 @@ def sic_report(
 @click.option("--tpr", default=0.3, show_default=True, help="Signal efficiency of the quoted rejection 1/FPR.")
 @click.option("--bootstrap", "n_bootstrap", default=100, show_default=True, help="Bootstrap replicas (0: none).")
 @click.option("--seed", default=0, show_default=True)
-def sic(signal, background, out, branches, tree, min_background, tpr, n_bootstrap, seed) -> None:
+@overwrite_option
+def sic(signal, background, out, branches, tree, min_background, tpr, n_bootstrap, seed, overwrite) -> None:
     """ROC, SIC and score plots plus metrics.json for labelled SIGNAL and BACKGROUND score files."""
-    report = sic_report(
-        signal,
-        background,
-        out,
-        branches=tuple(branches),
-        tree=tree,
-        min_background=min_background,
-        tpr=tpr,
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-    )
+    from calinfer.io.atomic import reserve_outputs
+
+    with reserve_outputs(directories=[out], overwrite=overwrite):
+        report = sic_report(
+            signal,
+            background,
+            out,
+            branches=tuple(branches),
+            tree=tree,
+            min_background=min_background,
+            tpr=tpr,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+        )
     for branch, m in report["metrics"].items():
         click.echo(
             f"{branch}: AUC {m['auc']:.3f}, max SIC {m['max_sic']:.2f} (cap {m['sic_cap']:.1f} at "

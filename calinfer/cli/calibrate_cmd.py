@@ -12,15 +12,21 @@ from calinfer.distributed.cli import ScaleOut, scale_out_options
 
 if TYPE_CHECKING:
     from calinfer.calibration import CalibrationResult, Calibrator
+    from calinfer.cli.checks import DepositCheck
 
-__all__ = ["calibrate", "calibrate_file", "summary_lines"]
+__all__ = ["EMPTY", "calibrate", "calibrate_file", "summary_lines"]
+
+EMPTY = 32
+"""Status bit of a shower that deposits no energy: its fit carries no information (set by the CLI)."""
 
 
 def summary_lines(summary: dict[str, float], seconds: float) -> list[str]:
     """The end-of-run table: counts per status flag, interval widths and the throughput."""
     n = int(summary["showers"])
     rows = [("showers", f"{n}")]
-    for key in ("converged", "at_boundary", "open_low", "open_high", "multimodal"):
+    for key in ("converged", "at_boundary", "open_low", "open_high", "multimodal", "empty"):
+        if key not in summary:
+            continue
         count = int(summary[key])
         rows.append((key.replace("_", " "), f"{count} ({100.0 * count / max(n, 1):.1f}%)"))
     for key, label in (
@@ -45,12 +51,16 @@ def calibrate_file(
     clip_negative: float = 0.0,
     step_size: int = 20_000,
     progress: bool = False,
+    check: DepositCheck | None = None,
 ) -> CalibrationResult:
     """Read ``path`` chunk by chunk, fit every shower with ``calibrator`` (a :class:`Calibrator`) and stream
     the results to the tree ``calibration`` of ``out`` (one entry per input shower, in order).
 
-    Returns the :class:`CalibrationResult` of the whole file. No truth is read.
+    Showers without deposited energy get the status bit :data:`EMPTY`; ``check`` collects the deposited
+    energies for the plausibility warnings. Returns the :class:`CalibrationResult` of the whole file. No
+    truth is read.
     """
+    import numpy as np
     from tqdm.auto import tqdm
 
     from calinfer import __version__
@@ -65,7 +75,7 @@ def calibrate_file(
         "model": model_label,
         "likelihood": calibrator.likelihood,
         "energy_range_gev": list(calibrator.energy_range),
-        "status_bits": {flag.name.lower(): int(flag) for flag in Status},
+        "status_bits": {flag.name.lower(): int(flag) for flag in Status} | {"empty": EMPTY},
         "interval": "Delta(-ln L) = 0.5 (68.3%), iminuit MIGRAD + MINOS on a spline of -ln L in ln E",
         "calinfer_version": __version__,
     }
@@ -84,7 +94,9 @@ def calibrate_file(
         tqdm(total=info.n_entries, unit="shower", desc="calibrate", disable=None if progress else True) as bar,
     ):
         for showers in chunks:
+            empty = check.update(showers) if check is not None else ~(showers.layer_energies().sum(axis=1) > 0)
             result = calibrator.fit(showers, progress=bar.update)
+            result.status = np.where(empty, result.status | EMPTY, result.status).astype(result.status.dtype)
             writer.extend(result.to_branches())
             parts.append(result)
         if not parts:
@@ -152,16 +164,18 @@ def calibrate(
     """Fit the incident energy of every shower in FILES (ROOT or HDF5; paths or quoted glob patterns).
 
     Writes E_mle, the 68% interval [E_lo, E_hi] (Delta(-ln L) = 0.5, MINOS), the status flags
-    (1 converged, 2 at a range edge, 4/8 interval open below/above, 16 multi-modal) and -ln L at
-    the minimum, one entry per input shower in input order. No truth is read. Many files (--out-dir)
-    run in local processes, or on Dask with --scheduler / --dask-workers.
+    (1 converged, 2 at a range edge, 4/8 interval open below/above, 16 multi-modal, 32 empty shower) and
+    -ln L at the minimum, one entry per input shower in input order. No truth is read. Many files
+    (--out-dir) run in local processes, or on Dask with --scheduler / --dask-workers. Existing outputs are
+    not replaced without --overwrite; data outside what the model was trained on are warned about.
     """
     import time
 
+    import numpy as np
     import torch
 
     from calinfer.calibration import Calibrator
-    from calinfer.errors import CalinferError
+    from calinfer.cli.checks import DepositCheck, ModelKnowledge, check_energy_range
     from calinfer.surrogate import default_model_path, load_default, load_model
 
     plan = ScaleOut.from_cli(files, out, **scale_out)
@@ -191,9 +205,11 @@ def calibrate(
     file = str(plan.files[0])
     workers = workers or os.cpu_count() or 1
     torch.set_num_threads(1)
-    try:
+    with plan.reserve("calibration"):
         model = load_model(model_path) if model_path else load_default()
+        check_energy_range(energy_range, model.energy_range)
         calibrator = Calibrator(model, likelihood=likelihood, energy_range=energy_range, workers=workers)
+        check = DepositCheck(ModelKnowledge.of(model), file)
         start = time.perf_counter()
         result = calibrate_file(
             file,
@@ -205,10 +221,12 @@ def calibrate(
             clip_negative=clip_negative,
             step_size=step_size,
             progress=True,
+            check=check,
         )
         seconds = time.perf_counter() - start
-    except CalinferError as err:
-        raise click.ClickException(str(err)) from err
+    check.report()
     click.echo(f"calibrated {file} -> {out} (tree 'calibration', likelihood {likelihood}, {workers} workers)")
-    for line in summary_lines(result.summary(), seconds):
+    summary = result.summary()
+    summary["empty"] = float(np.sum((result.status & EMPTY) != 0))
+    for line in summary_lines(summary, seconds):
         click.echo(line)

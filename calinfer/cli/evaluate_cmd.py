@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from calinfer.cli.outputs import overwrite_option
+
 __all__ = ["evaluate", "run_evaluation"]
 
 
@@ -193,6 +195,7 @@ def _load_reference(
 @click.option("--threads", type=int, default=None, help="CPU threads of torch and of the classifiers.")
 @click.option("--format", "plot_format", type=click.Choice(["png", "pdf", "svg"]), default="png", show_default=True)
 @click.option("--no-plots", is_flag=True, help="Only the tables and the JSON.")
+@overwrite_option
 def evaluate(
     model_path: str | None,
     reference: str | None,
@@ -214,6 +217,7 @@ def evaluate(
     threads: int | None,
     plot_format: str,
     no_plots: bool,
+    overwrite: bool,
 ) -> None:
     """Compare surrogate showers with reference showers, CaloChallenge style.
 
@@ -226,12 +230,13 @@ def evaluate(
 
     import torch
 
-    from calinfer.errors import CalinferError
+    from calinfer.cli.checks import DepositCheck, ModelKnowledge, check_incident_energies
+    from calinfer.io.atomic import reserve_outputs
     from calinfer.surrogate import load_default, load_model
 
     if threads:
         torch.set_num_threads(threads)
-    try:
+    with reserve_outputs(directories=[out_dir], overwrite=overwrite):
         model = load_model(model_path) if model_path else load_default()
         reader = {
             "tree": tree,
@@ -240,6 +245,11 @@ def evaluate(
             "clip_negative": clip_negative,
         }
         ref, described = _load_reference(reference, dataset, simulate, n, model.geometry, seed, reader)
+        if ref.incident_energy is not None:
+            check_incident_energies(ref.incident_energy, model.energy_range, described)
+        check = DepositCheck(ModelKnowledge.of(model), described)
+        check.update(ref)
+        check.report()
         inputs = {"both": ("features", "voxels"), "none": ()}.get(classifier, (classifier,))
         info = {"model": model_path or "pretrained default", "reference": described, "geometry": model.geometry.id}
         evaluation = run_evaluation(
@@ -258,8 +268,6 @@ def evaluate(
             plot_format=plot_format,
             info=info,
         )
-    except CalinferError as err:
-        raise click.ClickException(str(err)) from err
     click.echo(evaluation.to_text())
     click.echo(
         f"wrote {Path(out_dir) / 'evaluation.json'}, {Path(out_dir) / 'evaluation.md'}"

@@ -42,9 +42,12 @@ def summarize_file(path: str, geometry: str | None = None, *, step_size: int = 1
         mean = s / n
         return mean, np.sqrt(np.maximum(sq / n - mean**2, 0.0))
 
+    from calinfer.cli.checks import ratio_comment
+
     layer_mean, layer_std = mean_std(layer_sum, layer_sq)
     total_mean, total_std = mean_std(total_sum, total_sq)
     has_energy = info.energy_column is not None
+    comment = ratio_comment(ratio_sum / n) if has_energy else ""
     return {
         "path": str(info.path),
         "format": info.format,
@@ -58,7 +61,13 @@ def summarize_file(path: str, geometry: str | None = None, *, step_size: int = 1
         "geometry": chosen.name,
         "geometry_id": chosen.id,
         "incident_energy": (
-            {"min": float(e_min), "max": float(e_max), "mean": e_sum / n, "deposited_over_incident": ratio_sum / n}
+            {
+                "min": float(e_min),
+                "max": float(e_max),
+                "mean": e_sum / n,
+                "deposited_over_incident": ratio_sum / n,
+                "comment": comment or None,
+            }
             if has_energy
             else None
         ),
@@ -109,7 +118,8 @@ def _render(summary: dict) -> str:
         head.append(["incident energy", "not read"])
     else:
         head.append(["incident energy", f"{energy['min']:.6g} - {energy['max']:.6g} GeV (mean {energy['mean']:.6g})"])
-        head.append(["deposited/incident", f"{energy['deposited_over_incident']:.6g} (mean)"])
+        comment = f"; {energy['comment']}" if energy.get("comment") else ""
+        head.append(["deposited/incident", f"{energy['deposited_over_incident']:.6g} (mean){comment}"])
     total = summary["total_energy"]
     head.append(["deposited energy", f"{total['mean']:.6g} +- {total['std']:.6g} GeV"])
     width = max(len(k) for k, _ in head)
@@ -154,20 +164,15 @@ def info(
     """
     import json
 
-    from calinfer.errors import CalinferError
-
-    try:
-        summary = summarize_file(
-            file,
-            geometry,
-            step_size=step_size,
-            tree=tree,
-            voxel_branch=voxel_branch,
-            layer_branches=[b.strip() for b in layer_branches.split(",")] if layer_branches else None,
-            energy_branch=None if no_energy else energy_branch,
-            clip_negative=clip_negative,
-            progress=progress,
-        )
-    except CalinferError as err:
-        raise click.ClickException(str(err)) from err
+    summary = summarize_file(
+        file,
+        geometry,
+        step_size=step_size,
+        tree=tree,
+        voxel_branch=voxel_branch,
+        layer_branches=[b.strip() for b in layer_branches.split(",")] if layer_branches else None,
+        energy_branch=None if no_energy else energy_branch,
+        clip_negative=clip_negative,
+        progress=progress,
+    )
     click.echo(json.dumps(summary, indent=2) if as_json else _render(summary))

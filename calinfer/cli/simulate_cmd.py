@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from calinfer.cli.outputs import overwrite_option
 from calinfer.geometry import GEOMETRIES
 
 _PARTICLES = ("photon", "electron", "chi", "hadron")
@@ -55,6 +56,7 @@ _PRIORS = ("uniform", "log-uniform", "calochallenge")
     help="Output file, .root (TTree 'showers') or .h5.",
 )
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@overwrite_option
 def simulate(
     particle: str,
     geometry: str,
@@ -70,6 +72,7 @@ def simulate(
     list_sets: bool,
     out: Path | None,
     progress: bool,
+    overwrite: bool,
 ) -> None:
     """Simulate showers with calinfer's built-in parameterised simulator and write them to --out.
 
@@ -83,7 +86,8 @@ def simulate(
       calinfer simulate --dataset photons-test-50 --out test50.h5
     """
     from calinfer import datasets
-    from calinfer.errors import CalinferError
+    from calinfer.io.atomic import reserve_outputs
+    from calinfer.io.hdf5 import HDF5_SUFFIXES
 
     if list_sets:
         for name in datasets.names():
@@ -91,7 +95,9 @@ def simulate(
         return
     if out is None:
         raise click.UsageError("--out FILE is required")
-    try:
+    if out.suffix.lower() not in {".root", *HDF5_SUFFIXES}:
+        raise click.BadParameter(f"{out}: name the output .root (TTree) or .h5 (HDF5)", param_hint="--out")
+    with reserve_outputs([out], overwrite=overwrite):
         if dataset is not None:
             showers = datasets.regenerate(dataset, out=out, progress=progress)
         else:
@@ -111,8 +117,6 @@ def simulate(
             from calinfer.io import write_showers
 
             write_showers(out, showers, metadata=meta)
-    except CalinferError as err:
-        raise click.ClickException(str(err)) from err
     e_dep = showers.deposited_energy()
     click.echo(
         f"wrote {len(showers)} showers ({showers.geometry.name}) to {out}; "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from calinfer.cli.outputs import overwrite_option
+
 __all__ = ["train"]
 
 
@@ -29,32 +31,38 @@ __all__ = ["train"]
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in the work directory.")
 @click.option("--voxel-blocks", type=int, default=None, help="Spline blocks of flow II.")
 @click.option("--voxel-hidden", type=int, default=None, help="Hidden width of flow II.")
+@click.option("--clip-negative", type=float, default=0.0, show_default=True,
+              help="Set voxel energies in [-X, 0) GeV to zero (the surrogate needs voxels >= 0).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@overwrite_option
 def train(data: str, geometry: str, out: str, val_data: str | None, val_fraction: float, epochs: int,
           layer_epochs: int, batch_size: int, lr: float, max_minutes: float | None, seed: int, device: str | None,
           threads: int | None, work_dir: str | None, resume: bool, voxel_blocks: int | None,
-          voxel_hidden: int | None, quiet: bool) -> None:
+          voxel_hidden: int | None, clip_negative: float, quiet: bool, overwrite: bool) -> None:
     """Train a surrogate (flow I: layer energies, flow II: voxel shapes) and write it to OUT."""
     import logging
 
     import torch
 
     from calinfer.io import read_metadata, read_showers
+    from calinfer.io.atomic import check_output_dir, reserve_outputs
     from calinfer.training import TrainConfig, train_surrogate
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if threads:
         torch.set_num_threads(threads)
-    showers = read_showers(data, geometry, progress=not quiet)
-    val = read_showers(val_data, geometry, progress=not quiet) if val_data else None
+    check_output_dir(out, overwrite=overwrite)
+    showers = read_showers(data, geometry, progress=not quiet, clip_negative=clip_negative)
+    val = read_showers(val_data, geometry, progress=not quiet, clip_negative=clip_negative) if val_data else None
     voxel_flow = {k: v for k, v in (("n_blocks", voxel_blocks), ("hidden", voxel_hidden)) if v is not None}
     config = TrainConfig(epochs=epochs, layer_epochs=layer_epochs, batch_size=batch_size, lr=lr,
                          max_minutes=max_minutes, seed=seed, device=device, val_fraction=val_fraction,
                          progress=not quiet)
     provenance = {"dataset": str(data), "metadata": read_metadata(data), "n_showers": len(showers),
                   "validation_dataset": str(val_data) if val_data else None, "seed": seed}
-    model = train_surrogate(showers, out, config=config, val_showers=val, voxel_flow=voxel_flow or None,
-                            work_dir=work_dir, resume=resume, provenance=provenance)
+    with reserve_outputs(directories=[out], overwrite=overwrite):
+        model = train_surrogate(showers, out, config=config, val_showers=val, voxel_flow=voxel_flow or None,
+                                work_dir=work_dir, resume=resume, provenance=provenance)
     t = model.training
     click.echo(f"wrote {out}: flow I val NLL {t['layers']['best_val_nll']:.4f} ({t['layers']['epochs']} epochs, "
                f"{t['layers']['stopped']}), flow II val NLL {t['voxels']['best_val_nll']:.3f} "

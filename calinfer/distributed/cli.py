@@ -1,15 +1,16 @@
 """Command-line glue for many files: the shared options of ``calinfer calibrate`` / ``calinfer anomaly``.
 
 :func:`scale_out_options` adds ``--out-dir``, ``--scheduler``, ``--dask-workers``, ``--jobs`` and
-``--retries`` to a command whose first argument is ``FILES...``; :meth:`ScaleOut.from_cli` decides whether
-the command runs the classic single-file path or :func:`~calinfer.distributed.run_over_files`, and
+``--retries`` and ``--overwrite`` to a command whose first argument is ``FILES...``; :meth:`ScaleOut.from_cli`
+decides whether the command runs the classic single-file path or :func:`~calinfer.distributed.run_over_files`, and
 :meth:`ScaleOut.run` runs, reports and turns failures into a non-zero exit. Only click is imported here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,11 @@ def scale_out_options(command: Callable) -> Callable:
             show_default=True,
             help="Extra attempts for a chunk lost to a failed worker.",
         ),
+        click.option(
+            "--overwrite",
+            is_flag=True,
+            help="Replace output files that exist already (default: refuse, nothing is written).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -71,6 +77,7 @@ class ScaleOut:
     dask_workers: int | None
     jobs: int | None
     retries: int
+    overwrite: bool = False
 
     @property
     def distributed(self) -> bool:
@@ -90,6 +97,7 @@ class ScaleOut:
         dask_workers: int | None = None,
         jobs: int | None = None,
         retries: int = 2,
+        overwrite: bool = False,
     ) -> ScaleOut:
         """Expand ``files`` (paths and quoted glob patterns) and check the output options."""
         from calinfer.distributed.runner import expand_inputs
@@ -99,6 +107,12 @@ class ScaleOut:
             raise click.UsageError("give either --scheduler or --dask-workers, not both")
         if out is not None and out_dir is not None:
             raise click.UsageError("give either --out (one input file) or --out-dir (any number), not both")
+        for item in files:
+            if Path(item).is_dir():
+                raise click.BadParameter(
+                    f"{item} is a directory; give the shower files in it, e.g. '{Path(item) / '*.root'}' (quoted)",
+                    param_hint="FILES",
+                )
         try:
             paths = expand_inputs(files)
         except CalinferError as err:
@@ -107,7 +121,48 @@ class ScaleOut:
             raise click.UsageError("name the output: --out FILE for one input file, or --out-dir DIR")
         if out is not None and len(paths) > 1:
             raise click.UsageError(f"--out takes one input file but {len(paths)} were given; use --out-dir DIR")
-        return cls(paths, out, out_dir, scheduler, dask_workers, jobs, retries)
+        if out is not None and Path(out).suffix.lower() != ".root":
+            raise click.BadParameter(
+                f"{out}: the output is a ROOT file (one TTree); give it a .root name so that readers recognise it",
+                param_hint="--out",
+            )
+        return cls(paths, out, out_dir, scheduler, dask_workers, jobs, retries, overwrite)
+
+    def targets(self, tree: str) -> list[Path]:
+        """The output file of every input (``OUT_DIR/<input stem>.<tree>.root`` with ``--out-dir``)."""
+        if self.out is not None:
+            return [Path(self.out)]
+        return [Path(self.out_dir) / f"{f.stem}.{tree}.root" for f in self.files]  # type: ignore[arg-type]
+
+    @contextlib.contextmanager
+    def reserve(self, tree: str) -> Iterator[None]:
+        """Check and lock every output before the work starts (see :func:`calinfer.io.atomic.reserve_outputs`).
+
+        Existing outputs are an error without ``--overwrite``; a second run on the same outputs fails at once;
+        an ``--out-dir`` created here is removed again if the run fails before writing into it.
+        """
+        from calinfer.errors import InputError
+        from calinfer.io.atomic import reserve_outputs
+
+        created = None
+        if self.out_dir is not None:
+            directory = Path(self.out_dir)
+            if directory.exists() and not directory.is_dir():
+                raise InputError(f"output directory {directory} is an existing file")
+            if not directory.exists():
+                try:
+                    directory.mkdir(parents=True)
+                except OSError as err:
+                    raise InputError(f"cannot create output directory {directory} ({err.strerror or err})") from err
+                created = directory
+        try:
+            with reserve_outputs(self.targets(tree), overwrite=self.overwrite, inputs=self.files):
+                yield
+        except BaseException:
+            if created is not None:
+                with contextlib.suppress(OSError):
+                    created.rmdir()  # only if empty
+            raise
 
     def where(self) -> str:
         """Where the work runs, for the log."""
@@ -132,7 +187,6 @@ class ScaleOut:
         """
         from calinfer.distributed.executors import open_executor
         from calinfer.distributed.runner import run_over_files
-        from calinfer.errors import CalinferError
 
         options: dict[str, Any] = {
             "out_dir": self.out_dir,
@@ -143,14 +197,14 @@ class ScaleOut:
             "on_file": on_file,
         }
         click.echo(f"{task.tree}: {len(self.files)} file(s) on {self.where()}", err=True)
-        try:
+        with self.reserve(task.tree):
             if self.scheduler is None and self.dask_workers is None:
                 report = run_over_files(self.files, task, jobs=self.jobs, **options)
             else:
-                with open_executor(scheduler=self.scheduler, dask_workers=self.dask_workers) as client:
+                with _quiet_dask_shutdown(), open_executor(
+                    scheduler=self.scheduler, dask_workers=self.dask_workers
+                ) as client:
                     report = run_over_files(self.files, task, executor=client, **options)
-        except CalinferError as err:
-            raise click.ClickException(str(err)) from err
         rate = report.n_showers / max(report.seconds, 1e-9)
         target = self.out_dir if self.out_dir is not None else self.out
         retried = f", {report.n_retried} chunk(s) retried" if report.n_retried else ""
@@ -158,8 +212,25 @@ class ScaleOut:
             f"wrote {len(report.outputs)} file(s) (tree '{task.tree}', {report.n_showers} showers) to {target} "
             f"in {report.seconds:.1f} s ({rate:.0f} showers/s{retried})"
         )
-        try:
-            report.raise_for_failures()
-        except CalinferError as err:
-            raise click.ClickException(str(err)) from err
+        report.raise_for_failures()
         return report
+
+
+class _ShutdownNoise:
+    """Logging filter: drops the nanny's "killing" messages that every local Dask cluster logs when it closes."""
+
+    def filter(self, record) -> bool:
+        text = record.getMessage()
+        return not ("killing" in text.lower() or "still alive after" in text)
+
+
+@contextlib.contextmanager
+def _quiet_dask_shutdown() -> Iterator[None]:
+    import logging
+
+    logger, noise = logging.getLogger("distributed.nanny"), _ShutdownNoise()
+    logger.addFilter(noise)
+    try:
+        yield
+    finally:
+        logger.removeFilter(noise)

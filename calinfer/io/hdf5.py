@@ -22,10 +22,19 @@ from calinfer.io.source import Chunk, FileInfo, check_readable, column_to_matrix
 from calinfer.io.validation import entries_label
 from calinfer.showers import Showers
 
-__all__ = ["CALOCHALLENGE_ENERGY", "CALOCHALLENGE_VOXELS", "Hdf5Reader", "read_hdf5_metadata", "write_hdf5"]
+__all__ = [
+    "CALOCHALLENGE_ENERGY",
+    "CALOCHALLENGE_VOXELS",
+    "HDF5_SUFFIXES",
+    "Hdf5Reader",
+    "read_hdf5_metadata",
+    "write_hdf5",
+]
 
 CALOCHALLENGE_ENERGY = "incident_energies"
 CALOCHALLENGE_VOXELS = "showers"
+HDF5_SUFFIXES = frozenset({".h5", ".hdf5", ".hdf", ".he5"})
+"""File name suffixes of HDF5 files (lower case)."""
 _MEV_PER_GEV = 1000.0
 _CHUNK_BYTES = 1024 * 1024
 
@@ -196,6 +205,8 @@ def write_hdf5(
     """
     import h5py
 
+    if Path(path).suffix.lower() == ".root":
+        raise InputError(f"{path}: this writes an HDF5 file, which a .root name would disguise; name the output .h5")
     if layout not in ("calinfer", "calochallenge"):
         raise InputError(f"unknown HDF5 layout {layout!r}; use 'calinfer' or 'calochallenge'")
     if layout == "calochallenge" and showers.incident_energy is None:

@@ -12,6 +12,7 @@ import numpy as np
 
 from calinfer.errors import CalinferError, InputError
 from calinfer.io.atomic import atomic_output
+from calinfer.io.hdf5 import HDF5_SUFFIXES
 from calinfer.io.metadata import METADATA_KEY, build_metadata, dumps_metadata, loads_metadata
 from calinfer.io.source import Chunk, FileInfo, check_readable, column_to_matrix
 from calinfer.io.validation import entries_label
@@ -207,6 +208,11 @@ class RootTreeWriter:
         title: str = "",
     ) -> None:
         self.path = Path(path)
+        if self.path.suffix.lower() in HDF5_SUFFIXES:
+            raise InputError(
+                f"{self.path}: this writes a ROOT file (TTree {tree!r}), which an HDF5 name would disguise "
+                "(calinfer and other tools pick the reader by the suffix); name the output .root"
+            )
         self.tree = tree
         self.title = title
         self.metadata = dict(metadata or {})

@@ -11,7 +11,7 @@ import numpy as np
 
 from calinfer.errors import GeometryMismatchError, InputError
 from calinfer.geometry import GEOMETRIES, Geometry, get_geometry
-from calinfer.io.hdf5 import Hdf5Reader, read_hdf5_metadata, write_hdf5
+from calinfer.io.hdf5 import HDF5_SUFFIXES, Hdf5Reader, read_hdf5_metadata, write_hdf5
 from calinfer.io.root import RootReader, RootTreeWriter, open_root_file, read_root_metadata
 from calinfer.io.source import FileInfo, check_readable
 from calinfer.io.validation import NegativeEnergyWarning, validate_incident_energy, validate_voxels
@@ -30,7 +30,6 @@ __all__ = [
 ]
 
 _ROOT_SUFFIXES = {".root"}
-_HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".he5"}
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
@@ -40,7 +39,7 @@ def file_format(path: str | os.PathLike, *, sniff: bool = True) -> str:
     suffix = path.suffix.lower()
     if suffix in _ROOT_SUFFIXES:
         return "root"
-    if suffix in _HDF5_SUFFIXES:
+    if suffix in HDF5_SUFFIXES:
         return "hdf5"
     if sniff and path.is_file():
         with path.open("rb") as handle:
