@@ -13,6 +13,15 @@ Sets (``names()``):
   0.05, 0.5, 5 GeV decaying 0.33, 0.66, 1.00 or 1.44 m from its production point (the face is at 1.24 m);
 * ``hadron-late``: 300 late, broad neutral-hadron-like showers (second anomaly family), 1-100 GeV.
 
+Charged-pion sets (``calochallenge-ds1-pions`` geometry, :mod:`calinfer.simulation.pion`, electromagnetic scale).
+To keep the package small only the first showers of each recipe are stored; ``regenerate(name, n=N)`` remakes
+the full sample (its first stored showers equal the file's, every block of 100 showers has its own stream):
+
+* ``pions-train`` (recipe 50k, 2000 stored) and ``pions-train-log`` (recipe 50k, 1000 stored): E uniform /
+  log-uniform in 5-100 GeV (a margin around the 10-90 GeV of the calibration study);
+* ``pions-val`` (recipe 10k, 1000 stored), E uniform in 5-100 GeV;
+* ``pions-test-10`` ... ``pions-test-90``: 300 stored (recipe 2000) at 10, 20, ..., 90 GeV.
+
 Dijet sets for the resonant search (``dijet_names()``; LHC Olympics R&D layout, pandas HDF5 key ``df``,
 GeV, read with :mod:`calinfer.io.lhco`), packed by ``analyses/pack_dijets.py`` from the Pythia 8 chunks of
 ``analyses/generate_dijets.py`` (seeds, settings, chunk list and counts in the file metadata, see
@@ -65,8 +74,9 @@ TEST_ENERGIES_GEV = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """How an embedded set is made: ``generator`` (``"showers"``, ``"chi"`` or ``"hadron"``) called with
-    ``n``, ``seed`` and ``params``; ``keep_extra`` names the truth arrays stored."""
+    """How an embedded set is made: ``generator`` (``"showers"``, ``"chi"``, ``"hadron"`` or ``"pions"``) called
+    with ``n``, ``seed`` and ``params``; ``keep_extra`` names the truth arrays stored; ``n_recipe`` (if set) is the
+    size of the full sample of which the file stores the first ``n`` showers."""
 
     name: str
     description: str
@@ -75,6 +85,7 @@ class DatasetSpec:
     seed: int
     params: dict = field(default_factory=dict)
     keep_extra: tuple[str, ...] = ()
+    n_recipe: int | None = None  # size of the full sample when only the first ``n`` showers are stored
 
     def to_dict(self) -> dict:
         return {
@@ -85,6 +96,7 @@ class DatasetSpec:
             "seed": self.seed,
             "params": dict(self.params),
             "keep_extra": list(self.keep_extra),
+            **({} if self.n_recipe is None else {"n_recipe": self.n_recipe}),
         }
 
 
@@ -141,7 +153,27 @@ def _specs() -> dict[str, DatasetSpec]:
             ("start_depth_mm", "em_fraction", "invisible_energy"),
         )
     )
+    out.extend(_pion_specs())
     return {s.name: s for s in out}
+
+
+_PION_TRUTH = ("interaction_depth_lambda", "em_fraction", "leak_back", "leak_dead")
+
+
+def _pion_specs() -> list[DatasetSpec]:
+    geo = "calochallenge-ds1-pions"
+    out = []
+    for name, prior, n, recipe, seed in (("pions-train", "uniform", 2000, 50_000, 4001),
+                                         ("pions-train-log", "log-uniform", 1000, 50_000, 4003),
+                                         ("pions-val", "uniform", 1000, 10_000, 4002)):
+        params = {"energy_range": [5.0, 100.0], "prior": prior, "geometry": geo}
+        what = "validation" if name == "pions-val" else "training"
+        out.append(DatasetSpec(name, f"charged pions, E {prior} 5-100 GeV ({what}; first {n} of {recipe})", "pions",
+                               n, seed, params, _PION_TRUTH, n_recipe=recipe))
+    for e in TEST_ENERGIES_GEV:
+        out.append(DatasetSpec(f"pions-test-{e}", f"charged pions at {e} GeV (test; first 300 of 2000)", "pions", 300,
+                               4100 + e, {"energy": float(e), "geometry": geo}, _PION_TRUTH, n_recipe=2000))
+    return out
 
 
 _SPECS = _specs()
@@ -277,6 +309,8 @@ def _simulate(s: DatasetSpec, n: int | None, progress: bool) -> Showers:
         showers = simulation.simulate_chi(n, seed=s.seed, progress=progress, **params)
     elif s.generator == "hadron":
         showers = simulation.simulate_hadron_like(n, seed=s.seed, progress=progress, **params)
+    elif s.generator == "pions":
+        showers = simulation.simulate_pions(n, seed=s.seed, progress=progress, **params)
     else:  # pragma: no cover - the registry only holds the generators above
         raise InputError(f"data set {s.name!r}: unknown generator {s.generator!r}")
     showers.voxels = round_mantissa(showers.voxels)
@@ -295,7 +329,7 @@ def regenerate(
     ``.root``) writes the file with the full metadata.
     """
     from calinfer.io import write_showers
-    from calinfer.simulation import EMShowerModel
+    from calinfer.simulation import EMShowerModel, PionModel
 
     s = spec(name)
     showers = _simulate(s, n, progress)
@@ -303,7 +337,7 @@ def regenerate(
         meta = {
             **s.to_dict(),
             "n": len(showers),
-            "model": EMShowerModel().to_dict(),
+            "model": (PionModel() if s.generator == "pions" else EMShowerModel()).to_dict(),
             "storage": {"mantissa_bits": STORAGE_MANTISSA_BITS},
         }
         write_showers(out, showers, metadata=meta)

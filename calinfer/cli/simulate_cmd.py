@@ -9,7 +9,7 @@ import click
 from calinfer.cli.outputs import overwrite_option
 from calinfer.geometry import GEOMETRIES
 
-_PARTICLES = ("photon", "electron", "chi", "hadron")
+_PARTICLES = ("photon", "electron", "chi", "hadron", "pion")
 _PRIORS = ("uniform", "log-uniform", "calochallenge")
 
 
@@ -19,7 +19,8 @@ _PRIORS = ("uniform", "log-uniform", "calochallenge")
     type=click.Choice(_PARTICLES),
     default="photon",
     show_default=True,
-    help="photon/electron showers, chi -> gamma gamma, or late neutral-hadron-like showers.",
+    help="photon/electron showers, chi -> gamma gamma, late neutral-hadron-like showers, or charged pions "
+    "(ECAL + HCAL, geometry calochallenge-ds1-pions).",
 )
 @click.option("--geometry", type=click.Choice(sorted(GEOMETRIES)), default="calogan", show_default=True)
 @click.option("--n", "n", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of showers.")
@@ -143,7 +144,9 @@ def _simulate(
 
     if particle != "chi" and (chi_mass is not None or decay_distance is not None or lifetime is not None):
         raise click.UsageError("--chi-mass, --decay-distance and --lifetime need --particle chi")
-    model = simulation.EMShowerModel()
+    model = simulation.PionModel() if particle == "pion" else simulation.EMShowerModel()
+    if particle == "pion" and geometry == "calogan":  # the default geometry: pions have their own calorimeter
+        geometry = "calochallenge-ds1-pions"
     params: dict = {"geometry": geometry}
     if particle == "chi":
         if chi_mass is None:
@@ -163,6 +166,8 @@ def _simulate(
             params.update(energy_range=energy_range, prior=prior)
         if particle == "hadron":
             generate = simulation.simulate_hadron_like
+        elif particle == "pion":
+            generate = simulation.simulate_pions
         else:
             params["particle"] = particle
             generate = simulation.simulate_showers
