@@ -165,7 +165,7 @@ def _estimates(
     if x is not None:
         sr = cathode.sr_mask_
         scores = np.empty(len(m))
-        scores[sr], scores[~sr] = cathode.scores_, cathode.score_outside(x[~sr])
+        scores[sr], scores[~sr] = cathode.scores_, cathode.score_outside(x[~sr], m[~sr])
     cuts = []
     for eff in cfg.efficiencies:
         cut = cathode.cut(eff, before.b, before.sigma_b)

@@ -227,25 +227,47 @@ def test_cowan_formula_known_values():
 
 
 def test_background_after_cut_components_and_pulls():
+    from scipy.stats import t as student
+
     est = background_after_cut([0.010, 0.012, 0.011], 100_000, n_sr=50_000, n_sr_sigma=500)
-    assert est.b == pytest.approx(550.0)
-    assert est.sigma_ensemble == pytest.approx(50_000 * 0.001)
+    assert est.b == pytest.approx(550.0) and est.n_replicas == 3
+    # 68.27% half width from 3 values: Student's t with 2 degrees of freedom times their standard deviation
+    half_width = student.interval(0.682689492, 2)[1]
+    assert half_width == pytest.approx(1.3213, abs=1e-3)
+    assert est.sigma_ensemble == pytest.approx(50_000 * 0.001 * half_width)
     stat = 50_000 * np.sqrt(sum(e * (1 - e) / 1e5 for e in (0.010, 0.012, 0.011))) / 3
     assert est.sigma_stat == pytest.approx(stat)
     assert est.sigma_norm == pytest.approx(0.011 * 500)
-    assert est.sigma == pytest.approx(np.sqrt(stat**2 + 50**2 + 5.5**2))
+    # the binomial noise is inside the replica spread: not added again
+    assert est.sigma == pytest.approx(np.hypot(50_000 * 0.001 * half_width, 5.5))
+    assert est.sigma_without_ensemble == pytest.approx(np.hypot(stat, 5.5))
     assert est.significance(650) < est.significance(650, include_ensemble=False)
-    # per-member calibration factors scale the pass fractions and add their own uncertainty
+    # two replicas: one degree of freedom, t = 1.84; identical replicas: the spread of one binomial sample remains
+    two = background_after_cut([0.010, 0.012], 100_000, n_sr=50_000)
+    assert two.sigma_ensemble == pytest.approx(50_000 * 0.001 * np.sqrt(2) * student.interval(0.682689492, 1)[1])
+    same = background_after_cut([0.01, 0.01, 0.01], 10_000, n_sr=1000)
+    assert same.sigma_ensemble == pytest.approx(1000 * np.sqrt(0.01 * 0.99 / 10_000))
+    one = background_after_cut([0.01], 10_000, n_sr=1000)
+    assert one.sigma_ensemble == 0 and one.sigma == pytest.approx(one.sigma_stat)
+    # per-replica calibration factors scale the pass fractions; the errors of one part are fully correlated
+    # across the replicas (they add linearly), independent parts add in quadrature
     cal = background_after_cut(
         [0.010, 0.012, 0.011], 100_000, n_sr=50_000, n_sr_sigma=500, calibration=[1.2, 1.1, 1.0],
-        calibration_sigma=[0.1, 0.0, 0.0],
+        calibration_sigma=[0.1, 0.1, 0.1],
     )  # fmt: skip
     assert cal.b == pytest.approx(50_000 * (0.012 + 0.0132 + 0.011) / 3)
-    assert cal.sigma_calibration == pytest.approx(50_000 * 0.010 * 0.1 / 3)
+    assert cal.sigma_calibration == pytest.approx(50_000 * 0.011 * 0.1)  # not 1/sqrt(3) of it
+    parts = background_after_cut(
+        [0.010, 0.012, 0.011], 100_000, n_sr=50_000, calibration=[1.0, 1.0, 1.0],
+        calibration_sigma=[[0.1, 0.0], [0.0, 0.1], [0.0, 0.0]],
+    )  # fmt: skip
+    assert parts.sigma_calibration == pytest.approx(50_000 * np.hypot(0.010 * 0.1, 0.012 * 0.1) / 3)
     assert cal.calibration == pytest.approx(cal.b / est.b)
-    assert cal.sigma**2 == pytest.approx(cal.sigma_without_ensemble**2 + cal.sigma_ensemble**2)
+    assert cal.sigma**2 == pytest.approx(cal.sigma_ensemble**2 + cal.sigma_norm**2 + cal.sigma_calibration**2)
     with pytest.raises(InputError):
         background_after_cut([0.01, 0.02], 1000, n_sr=100, calibration=[1.0, -1.0])
+    with pytest.raises(InputError):
+        background_after_cut([0.01, 0.02], 1000, n_sr=100, calibration=[1.0, 1.0], calibration_sigma=[0.1])
     # closure: Poisson counts around the true background give pulls ~ N(0, 1)
     rng = np.random.default_rng(10)
     pulls = pull(rng.poisson(400, 4000), 400.0, 0.0)
@@ -614,3 +636,97 @@ def test_unseen_events_pass_a_cut_like_out_of_fold_events():
     averaged = np.mean([m.predict_proba(x_new)[:, 1] for m in res.models], axis=0)
     assert np.mean(averaged >= threshold) < passing - 0.03  # what the mean over the folds would have done
     np.testing.assert_array_equal(res.score_unseen(x_new, seed=4), res.score_unseen(x_new, seed=4))
+
+
+def _memorising_search(trial: int) -> tuple[Cathode, np.ndarray, np.ndarray, SignalRegion]:
+    """Cross-fitted CATHODE with memorising flows and k-nearest-neighbour classifiers on background only."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    window = SignalRegion(3.3, 3.7, 3.0, 4.4)
+    rng = np.random.default_rng(60 + trial)
+    m = rng.uniform(3.0, 4.4, 8000)
+    x = rng.normal(size=(len(m), 2))
+    cathode = Cathode(
+        window, n_flows=4, oversample=2, flow=_MemorisingFlow, classifier=lambda s: KNeighborsClassifier(10),
+        n_folds=4, cross_fit=True, seed=61 + trial,
+    ).fit(m, x)  # fmt: skip
+    return cathode, m, x, window
+
+
+def test_sideband_events_are_scored_only_by_classifiers_blind_to_them():
+    """Without signal the sidebands must pass a cut at the signal-region rate. Classifiers trained against
+    memorising flows pass those flows' own sideband events too rarely (about 5 standard errors at eps 0.2 in
+    the issue's trials); scored only by the other group's classifiers, both sidebands pass like the signal
+    region, and no sideband event is left that every group's flows had seen."""
+    z_blind, z_all = [], []
+    for trial in range(3):
+        cathode, m, x, window = _memorising_search(trial)
+        sb = window.in_sidebands(m)
+        blind = cathode.score_outside(x[sb], m[sb])
+        assert cathode.outside_seen_fraction_ == 0.0
+        everyone = cathode._score_by(x[sb], np.ones((sb.sum(), cathode.n_folds), dtype=bool), seed=trial)
+        for eff in (0.2, 0.05):
+            cut = cathode.cut(eff, n_sr=float(cathode.sr_mask_.sum()))
+            p_sr = np.mean(cathode.scores_ >= cut.threshold)
+            for scores, out in ((blind, z_blind), (everyone, z_all)):
+                p_sb = np.mean(scores >= cut.threshold)
+                err = np.sqrt(p_sr * (1 - p_sr) / cathode.sr_mask_.sum() + p_sb * (1 - p_sb) / sb.sum())
+                out.append((p_sb - p_sr) / err)
+    assert abs(np.mean(z_blind)) < 1.0 and np.max(np.abs(z_blind)) < 3, z_blind
+    assert np.mean(z_all) < -2.5, z_all  # the old scoring: sidebands pass too rarely
+    with pytest.raises(InputError, match="mjj"):
+        cathode.score_outside(x[:10])
+
+
+class _GaussianFlow:
+    """A density estimator that fits a Gaussian (mean and covariance, independent of m) to a bootstrap
+    resample of its training events: unbiased, but with the finite-sample error of a real fit, which the
+    spread over bootstrap replicas measures. Keeps its out-of-bag events as held-out sideband events."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def fit(self, x: np.ndarray, m: np.ndarray, *, progress: bool = False) -> _GaussianFlow:
+        rng = np.random.default_rng(self.seed)
+        drawn = rng.integers(len(x), size=len(x))
+        out = np.setdiff1d(np.arange(len(x)), drawn)
+        self.mean_, self.cov_ = x[drawn].mean(axis=0), np.cov(x[drawn].T)
+        self.held_out_x_, self.held_out_m_, self.models_ = x[out], m[out], ["fitted"]
+        return self
+
+    def sample(self, m: np.ndarray, *, seed: int = 0) -> np.ndarray:
+        return np.random.default_rng(seed).multivariate_normal(self.mean_, self.cov_, size=len(m))
+
+
+def test_background_uncertainty_covers_the_spread_of_toys_with_a_known_truth():
+    """Coverage of sigma_B: background-only toys (x ~ N(0, 1) in 3 dimensions at every m_jj, so the true B
+    after any cut is N_SR times its true pass probability) with few sideband events (flows fitted on 1000
+    each) and many signal-region events, so that the flows' finite-sample error dominates the pull
+    (n - B) / sqrt(B + sigma_B^2). With 5 replicas the pulls have unit width and 68% within +-1; without the
+    ensemble term (binomial statistics only) they are wider. (150 toys: 65-68% within +-1 with 5 replicas,
+    61-66% with 3; binomial only, standard deviation 1.45-1.72.)"""
+    from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
+
+    window = SignalRegion(3.3, 3.7, 3.2, 3.8)
+    pulls: dict[str, list[float]] = {"sigma": [], "binomial only": []}
+    for trial in range(40):
+        rng = np.random.default_rng(700 + trial)
+        m = rng.uniform(3.2, 3.8, 12_000)
+        x = rng.normal(size=(len(m), 3))
+        cathode = Cathode(
+            window, n_flows=10, oversample=1, flow=_GaussianFlow,
+            classifier=lambda s: QuadraticDiscriminantAnalysis(reg_param=1e-3), n_folds=4, cross_fit=True,
+            seed=trial,
+        ).fit(m, x)  # fmt: skip
+        for eff in (0.2, 0.02):
+            cut = cathode.cut(eff, n_sr=float(cathode.sr_mask_.sum()))
+            est = cut.estimate
+            assert est.n_replicas == 5
+            pulls["sigma"].append(float(pull(cut.n_observed, est.b, est.sigma)))
+            pulls["binomial only"].append(float(pull(cut.n_observed, est.b, est.sigma_without_ensemble)))
+    p, q = np.array(pulls["sigma"]), np.array(pulls["binomial only"])
+    width = 1.4826 * np.median(np.abs(p - np.median(p)))  # robust: the t tails of a 4-dof spread are heavy
+    assert abs(np.median(p)) < 0.3 and 0.8 < width < 1.2, (np.median(p), width)
+    assert 0.56 < np.mean(np.abs(p) < 1) < 0.80, np.mean(np.abs(p) < 1)
+    # binomial statistics alone undercover: wider pulls, fewer within +-1
+    assert 1.4826 * np.median(np.abs(q - np.median(q))) > 1.2 and np.mean(np.abs(q) < 1) < np.mean(np.abs(p) < 1) - 0.1

@@ -9,6 +9,9 @@ or k-fold density estimation for ANODE), so no event is scored by a model traine
   yields the spread used in the background uncertainty. With ``cross_fit=True`` the flows form two groups
   trained on disjoint halves of the sidebands; each fold classifier trains against one group, and the
   background after a cut is estimated from the other group, which shares no training event with it.
+  Every score is then the fold classifier's tail probability on that other group's generated events, and
+  events outside the signal region (sidebands) are scored only by classifiers whose generated reference
+  came from flows that never saw them.
 * :class:`IdealizedAD`: the same classifier against a sample of true background in the signal region.
 * :class:`CWoLa`: signal-region data against sideband data (classification without labels).
 * :class:`Anode`: the density ratio ``log p_data(x|m) - log p_bkg(x|m)`` with a second flow on signal-region data.
@@ -21,10 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from calinfer.errors import InputError, ModelError
 from calinfer.resonant.classifier import EnsembleMLP, crossfit_scores, kfold_scores
@@ -60,6 +63,11 @@ def _train_flows(jobs: list[tuple], executor: Any | None, progress: bool) -> lis
     inline = executor is None
     payload = [(flow, x, m, progress and inline) for flow, x, m in jobs]
     return map_ordered(_fit_flow, payload, executor=executor, progress=progress and not inline, desc="flows")
+
+
+def _event_keys(mjj: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each event's (m_jj, x) values: which events a flow trained on, without keeping them."""
+    return pd.util.hash_pandas_object(pd.DataFrame(np.c_[mjj, x]), index=False).to_numpy()
 
 
 def _check(mjj: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -150,9 +158,16 @@ class Cathode(_ClassifierMethod):
     it memorised; estimating the background from the same generator then underestimates it. The other
     group's flows learned other fluctuations, so their pass fraction is unbiased by that selection.
     ``n_flows`` must be even: replica ``r`` pairs flows ``2r`` and ``2r + 1``, and the ensemble spread is
-    taken over the ``n_flows / 2`` replicas. ``reference_scores_`` then holds one score per generated event
-    from a random classifier of the other group, and the sideband checks of a flow are scored by the
-    classifiers that estimate the background with it.
+    taken over the ``n_flows / 2`` replicas (at least 3 replicas, ``n_flows >= 6``, for a spread worth the
+    name; fewer are covered by Student's t, see :mod:`~calinfer.resonant.significance`). Each classifier's
+    raw output ``s`` is turned into its tail probability on the events it scores from the other group,
+    ``u = P_gen(s' < s)``, so that one threshold cuts every fold classifier at the same generated background
+    efficiency, whichever of them scores an event. ``scores_`` and ``reference_scores_`` (one per generated
+    event, from a random classifier of the other group) are these ``u``. :meth:`score_outside` and the
+    sideband checks score each event only with classifiers trained against flows that never saw it.
+
+    Every flow the ``Cathode`` trains records ``trained_on_`` (hashes of its training events); a flow passed
+    to :meth:`fit` without that record is taken to have seen every sideband event.
     """
 
     def __init__(
@@ -192,6 +207,8 @@ class Cathode(_ClassifierMethod):
             train = [sb] * self.n_flows
         jobs = [(self.flow(seeds[i]), x[t], mjj[t]) for i, t in enumerate(train)]
         self.flows_ = _train_flows(jobs, self.executor, self.progress)
+        for f, t in zip(self.flows_, train, strict=True):
+            f.trained_on_ = _event_keys(mjj[t], x[t])
         return self.flows_
 
     def fit(self, mjj: np.ndarray, x: np.ndarray, flows: Sequence[DensityEstimator] | None = None) -> Cathode:
@@ -233,43 +250,99 @@ class Cathode(_ClassifierMethod):
                 self.reference_member_ % 2,
                 **options,
             )
+            self.kfold_ = res
+            self._tail_reference_ = [np.sort(r[np.isfinite(r)]) for r in res.scores_reference]
+            self.reference_tail_ = np.full_like(res.scores_reference, np.nan)
+            for k, r in enumerate(res.scores_reference):
+                ok = np.isfinite(r)
+                self.reference_tail_[k, ok] = self._tail(k, r[ok])
             pick = _crossfit_pick(res.scores_reference, seeds[-1])
-            self.reference_scores_ = res.scores_reference[pick, np.arange(len(pick))]
+            self.reference_scores_ = self.reference_tail_[pick, np.arange(len(pick))]
+            self.scores_ = np.empty(len(res.scores_data))
+            for k in range(self.n_folds):
+                here = res.fold_data == k
+                self.scores_[here] = self._tail(k, res.scores_data[here])
         else:
             res = kfold_scores(lambda k: self.classifier(fold_seeds[k]), x[sr], self.reference_x_, **options)
+            self.kfold_ = res
             self.reference_scores_ = res.scores_reference
-        self.scores_ = res.scores_data
-        self.kfold_ = res
+            self.scores_ = res.scores_data
         self.sideband_checks_ = self._sideband_checks(seeds[-1])
         return self
+
+    def _tail(self, k: int, raw: np.ndarray) -> np.ndarray:
+        """Fold classifier ``k``'s tail probability: the fraction of the generated events it scored (the other
+        group's) with a lower raw score."""
+        ref = self._tail_reference_[k]
+        return np.searchsorted(ref, raw, side="left") / len(ref)
+
+    def _score_by(self, x: np.ndarray, allowed: np.ndarray, seed: int) -> np.ndarray:
+        """Each event scored by one fold classifier drawn at random among those ``allowed`` for it (N, n_folds);
+        tail probabilities with cross fitting, raw scores otherwise."""
+        x = np.asarray(x, dtype=np.float64)
+        which = np.argmax(np.random.default_rng(seed).random(allowed.shape) * allowed, axis=1)
+        out = np.empty(len(x))
+        for k, model in enumerate(self.kfold_.models):
+            here = which == k
+            if here.any():
+                raw = model.predict_proba(x[here])[:, 1]
+                out[here] = self._tail(k, raw) if self.cross_fit else raw
+        return out
+
+    def _by_group(self, n: int, group: int) -> np.ndarray:
+        return np.broadcast_to(self.kfold_.fold_group == group, (n, self.n_folds))
 
     def _sideband_checks(self, seed: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
         """Per flow: scores of the sideband events it never trained on and of events it generated at their
         masses (``oversample`` per event). ``None`` when a flow does not record its held-out events.
 
         With cross fitting both are scored by the classifiers whose background estimate uses the flow (those
-        trained against the other group): neither they nor the flow saw these sideband events."""
+        trained against the other group): neither they nor the flows they trained against saw these events."""
         checks = []
         for i, f in enumerate(self.flows_):
             x_held, m_held = getattr(f, "held_out_x_", None), getattr(f, "held_out_m_", None)
             if x_held is None or len(x_held) == 0:
                 return None
-            if self.cross_fit:
-                score = partial(self.kfold_.score_unseen, group=1 - i % 2)
-            else:
-                score = self.kfold_.score_unseen
             gen = f.sample(np.repeat(m_held, max(1, round(self.oversample))), seed=seed + i)
-            checks.append((score(x_held, seed=seed + i), score(gen, seed=seed + i)))
+            if self.cross_fit:
+                scored = [self._score_by(v, self._by_group(len(v), 1 - i % 2), seed + i) for v in (x_held, gen)]
+            else:
+                scored = [self.kfold_.score_unseen(v, seed=seed + i) for v in (x_held, gen)]
+            checks.append((scored[0], scored[1]))
         return checks
 
-    def score_outside(self, x: np.ndarray) -> np.ndarray:
+    def score_outside(self, x: np.ndarray, mjj: np.ndarray | None = None) -> np.ndarray:
         """Scores of events outside the signal region (e.g. the sidebands, for the m_jj spectrum after a cut).
 
-        Each event is scored by one fold classifier (none of them was trained on such events), like the
-        signal-region events, so that one threshold cuts both alike.
+        With cross fitting (``mjj`` required) each event is scored by one fold classifier among those whose
+        generated reference came from flows that never trained on it: a sideband event of half ``h`` only by
+        the classifiers trained against group ``1 - h``. A classifier trained against flows that memorised an
+        event passes it too rarely, which would bend the after-cut spectrum in both sidebands alike.
+        ``outside_seen_fraction_`` records the share of events every group's flows had seen (scored by any
+        classifier: 0 with cross-fitted flows; all sideband events without cross fitting, where no
+        classifier is free of them and the bump hunt after the cut is biased).
         """
         self._scored()
-        return self.kfold_.score_unseen(x, seed=self.seed)
+        x = np.asarray(x, dtype=np.float64)
+        if mjj is None:
+            if self.cross_fit:
+                raise InputError("with cross fitting, score_outside needs the events' mjj (to find who saw them)")
+            self.outside_seen_fraction_ = float("nan")
+            return self.kfold_.score_unseen(x, seed=self.seed)
+        mjj, x = _check(mjj, x)
+        keys = _event_keys(mjj, x)
+        n_groups = 2 if self.cross_fit else 1
+        seen = np.zeros((len(x), n_groups), dtype=bool)
+        for i, f in enumerate(self.flows_):
+            trained = getattr(f, "trained_on_", None)
+            seen[:, i % n_groups] |= True if trained is None else np.isin(keys, trained)
+        everywhere = seen.all(axis=1)
+        self.outside_seen_fraction_ = float(everywhere.mean()) if len(x) else 0.0
+        if not self.cross_fit:
+            return self.kfold_.score_unseen(x, seed=self.seed)
+        free = ~seen
+        free[everywhere] = True
+        return self._score_by(x, free[:, self.kfold_.fold_group], self.seed)
 
     def cut(self, background_efficiency: float, n_sr: float, n_sr_sigma: float = 0.0) -> CutResult:
         """Cut keeping ``background_efficiency`` of the generated background; estimate B and count the data.
@@ -300,17 +373,19 @@ class Cathode(_ClassifierMethod):
     def _crossfit_cut(self, background_efficiency: float, n_sr: float, n_sr_sigma: float) -> CutResult:
         """The cut with cross-fitted scores.
 
-        Fold classifier ``k`` scores the share ``w_k`` of the signal-region data; the threshold passes a
-        fraction ``background_efficiency`` of the other group's generated events, averaged over the folds
-        with weights ``w_k``. Replica ``r``'s pass fraction is ``sum_k w_k P_k(i)`` with ``i = 2r + 1 - k % 2``
-        the replica's flow that classifier ``k`` did not train against; calibrated, each ``P_k(i)`` is
-        scaled by flow ``i``'s data / generated pass ratio ``c_i`` on its held-out sideband events.
+        Fold classifier ``k`` scores the share ``w_k`` of the signal-region data; the threshold (on the tail
+        probabilities) passes a fraction ``background_efficiency`` of the other group's generated events,
+        averaged over the folds with weights ``w_k``. Replica ``r``'s pass fraction is ``sum_k w_k P_k(i)``
+        with ``i = 2r + 1 - k % 2`` the replica's flow that classifier ``k`` did not train against; calibrated,
+        each ``P_k(i)`` is scaled by flow ``i``'s data / generated pass ratio ``c_i`` on its held-out sideband
+        events. The errors of ``c_i`` are fully correlated among the flows of one group (their held-out
+        events overlap and the same classifiers score them) and independent between the groups.
         """
         res = self.kfold_
         w = np.bincount(res.fold_data, minlength=self.n_folds) / len(res.fold_data)
         flat_s, flat_w = [], []
         for k in range(self.n_folds):
-            s = res.scores_reference[k]
+            s = self.reference_tail_[k]
             s = s[np.isfinite(s)]
             flat_s.append(s)
             flat_w.append(np.full(len(s), w[k] / len(s)))
@@ -325,7 +400,7 @@ class Cathode(_ClassifierMethod):
             f, f_cal, share = 0.0, 0.0, np.zeros(self.n_flows)
             for k in range(self.n_folds):
                 i = 2 * r + 1 - res.fold_group[k]
-                p_k = w[k] * np.mean(res.scores_reference[k, member == i] >= threshold)
+                p_k = w[k] * np.mean(self.reference_tail_[k, member == i] >= threshold)
                 f += p_k
                 share[i] += p_k  # flow i's part of the replica's pass fraction (its ratio scales all of it)
                 if ratios is not None:
@@ -334,7 +409,7 @@ class Cathode(_ClassifierMethod):
             sizes.append(int(np.sum(member // 2 == r)))
             if ratios is not None and f > 0:
                 k_rep.append(f_cal / f)
-                k_sigma.append(float(np.sqrt(np.sum((share * ratios[1]) ** 2))) / f)
+                k_sigma.append([share[2 * r + g] * ratios[1][2 * r + g] / f for g in (0, 1)])  # per group
         estimate = background_after_cut(fractions, sizes, n_sr, n_sr_sigma)
         calibrated = None
         if len(k_rep) == len(fractions):

@@ -128,7 +128,7 @@ def run_search(
     sr = cathode.sr_mask_
     all_scores = np.empty(len(mjj))
     all_scores[sr] = cathode.scores_
-    all_scores[~sr] = cathode.score_outside(x[~sr])
+    all_scores[~sr] = cathode.score_outside(x[~sr], mjj[~sr])
     scan_windows = [
         w for w in sliding_windows(window.sb_low, window.sb_high, window.width, cfg.bin_width * 2)
         if w.low - window.sb_low >= 0.2 - 1e-9 and window.sb_high - w.high >= 0.2 - 1e-9

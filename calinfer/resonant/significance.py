@@ -2,18 +2,32 @@
 
 After a cut on the anomaly score, the expected background in the signal region is
 
-    B = N_SR * eps,   eps = mean over the density-estimator ensemble of the fraction of generated
-                            background passing the cut,
+    B = N_SR * eps,   eps = mean over the R replicas of the density-estimator ensemble of the fraction
+                            of generated background passing the cut,
 
 with ``N_SR`` the expected number of background events in the signal region before the cut
-(e.g. from the sideband fit of :mod:`calinfer.resonant.bumphunt`). Its uncertainty has three parts
-added in quadrature: the binomial statistics of the generated samples, the spread (standard
-deviation) of ``eps`` across the independently trained density estimators, and the uncertainty of
-``N_SR``. Optionally each member's fraction is multiplied by a calibration factor ``k_i`` (data pass
-fraction over generated pass fraction on sideband events that member never trained on, see
-:meth:`calinfer.resonant.Cathode.cut`), whose statistical uncertainty is a fourth part. The
-significance of ``n`` observed events uses Cowan's formula for a counting experiment
-with a background uncertainty (as used in arXiv:2411.00085):
+(e.g. from the sideband fit of :mod:`calinfer.resonant.bumphunt`). Its uncertainty (``sigma``) has
+these parts, added in quadrature, none counted twice:
+
+* ensemble (``sigma_ensemble``): the standard deviation ``s`` of the single replicas' pass fractions,
+  not of their mean. The flows of all replicas train on the same sideband events (bootstrap resamples
+  of them), so their errors are correlated and the mean does not average the data's own fluctuation
+  away; the bootstrap spread of single members is the standard error of the estimate. It contains the
+  binomial noise of every replica's generated sample, which is therefore not added again. With ``R``
+  replicas ``s`` has ``R - 1`` degrees of freedom; the term is ``t_{R-1}(0.8413) s`` (Student's t:
+  the half width of a 68.27% interval, 1.84 s for R = 2, 1.32 s for R = 3, 1.14 s for R = 5) and never
+  less than the binomial standard deviation of one replica, the least a single member scatters;
+* normalisation (``sigma_norm``): the uncertainty of ``N_SR``;
+* calibration (``sigma_calibration``, only with factors ``k_r``, see below): their statistical errors,
+  with the parts that come from the same sideband events and classifiers combined linearly (fully
+  correlated) across the replicas, independent parts in quadrature.
+
+``sigma_stat``, the binomial error of the mean pass fraction, is reported; it is the whole statistical
+term only for a single replica (R = 1, no spread to measure) and the term of ``sigma_without_ensemble``.
+Optionally each replica's fraction is multiplied by a calibration factor ``k_r`` (data pass fraction
+over generated pass fraction on sideband events its flows never trained on, see
+:meth:`calinfer.resonant.Cathode.cut`). The significance of ``n`` observed events uses Cowan's formula
+for a counting experiment with a background uncertainty (as used in arXiv:2411.00085):
 
     Z = sqrt(2 [ n ln( n (b + s^2) / (b^2 + n s^2) ) - (b^2 / s^2) ln( 1 + s^2 (n - b) / (b (b + s^2)) ) ]),
 
@@ -26,10 +40,20 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.stats import norm, t
 
 from calinfer.errors import InputError
 
-__all__ = ["BackgroundEstimate", "background_after_cut", "cowan_significance", "pull"]
+__all__ = ["BackgroundEstimate", "background_after_cut", "cowan_significance", "pull", "small_sample_factor"]
+
+_ONE_SIGMA = float(norm.cdf(1.0))
+
+
+def small_sample_factor(n_replicas: int) -> float:
+    """``t_{R-1}(0.8413)``: the factor on a standard deviation from ``R`` values that gives a 68.27% interval."""
+    if n_replicas < 2:
+        raise InputError(f"a spread needs at least 2 replicas, got {n_replicas}")
+    return float(t.ppf(_ONE_SIGMA, n_replicas - 1))
 
 
 def cowan_significance(n: float | np.ndarray, b: float | np.ndarray, sigma_b: float | np.ndarray = 0.0) -> np.ndarray:
@@ -60,7 +84,9 @@ def pull(n: float | np.ndarray, b: float | np.ndarray, sigma_b: float | np.ndarr
 
 @dataclass(frozen=True)
 class BackgroundEstimate:
-    """Expected background after a cut (events), its uncertainty components and the mean generated pass fraction."""
+    """Expected background after a cut (events), its uncertainty components and the mean generated pass fraction.
+
+    ``n_replicas``: members whose spread gave ``sigma_ensemble`` (1: none, the binomial term stands in)."""
 
     b: float
     sigma_stat: float
@@ -69,11 +95,14 @@ class BackgroundEstimate:
     pass_fraction: float
     sigma_calibration: float = 0.0
     calibration: float = 1.0
+    n_replicas: int = 1
 
     @property
     def sigma(self) -> float:
-        """Total uncertainty (quadrature sum)."""
-        return float(np.hypot(self.sigma_ensemble, self.sigma_without_ensemble))
+        """Total uncertainty: ensemble (which contains the binomial noise), normalisation and calibration in
+        quadrature; the binomial term instead of the ensemble term for a single replica."""
+        sampling = self.sigma_ensemble if self.n_replicas > 1 else self.sigma_stat
+        return float(np.sqrt(sampling**2 + self.sigma_norm**2 + self.sigma_calibration**2))
 
     @property
     def sigma_without_ensemble(self) -> float:
@@ -98,12 +127,13 @@ def background_after_cut(
     calibration: Sequence[float] | np.ndarray | None = None,
     calibration_sigma: Sequence[float] | np.ndarray | None = None,
 ) -> BackgroundEstimate:
-    """Background after a cut from an ensemble of generated samples.
+    """Background after a cut from an ensemble of generated samples (see the module docstring).
 
-    ``pass_fraction[i]``: fraction of the background generated by density estimator ``i`` that passes
-    the cut; ``n_generated[i]``: its sample size; ``n_sr +- n_sr_sigma``: expected background events in
-    the signal region before the cut; ``calibration[i] +- calibration_sigma[i]``: optional factor for
-    member ``i``'s pass fraction.
+    ``pass_fraction[r]``: fraction of the background generated by replica ``r`` that passes the cut;
+    ``n_generated[r]``: its sample size; ``n_sr +- n_sr_sigma``: expected background events in the signal
+    region before the cut; ``calibration[r]``: optional factor for replica ``r``'s pass fraction, with
+    ``calibration_sigma`` of shape ``(R,)`` (one error per factor, fully correlated across the replicas)
+    or ``(R, G)`` (``G`` independent parts, each fully correlated across the replicas).
     """
     eff = np.asarray(pass_fraction, dtype=np.float64).reshape(-1)
     ngen = np.broadcast_to(np.asarray(n_generated, dtype=np.float64), eff.shape)
@@ -113,14 +143,20 @@ def background_after_cut(
         raise InputError(f"need n_sr > 0 and n_sr_sigma >= 0, got {n_sr}, {n_sr_sigma}")
     k = np.ones_like(eff) if calibration is None else np.asarray(calibration, dtype=np.float64).reshape(-1)
     k_sigma = np.zeros_like(eff) if calibration_sigma is None else np.asarray(calibration_sigma, dtype=np.float64)
-    if k.shape != eff.shape or k_sigma.shape != eff.shape or np.any(~np.isfinite(k) | (k <= 0) | (k_sigma < 0)):
-        raise InputError("need one positive, finite calibration factor (and uncertainty >= 0) per pass fraction")
+    k_sigma = k_sigma[:, None] if k_sigma.ndim == 1 else k_sigma
+    bad_shape = k.shape != eff.shape or k_sigma.ndim != 2 or len(k_sigma) != len(eff)
+    if bad_shape or np.any(~np.isfinite(k) | (k <= 0)) or np.any(k_sigma < 0):
+        raise InputError("need one positive, finite calibration factor (and uncertainties >= 0) per pass fraction")
+    n_rep = len(eff)
     mean_eff = float(eff.mean())
     corrected = eff * k
-    # binomial error of the mean efficiency (members are independent samples)
-    stat_eff = float(np.sqrt(np.sum(k**2 * eff * (1 - eff) / ngen)) / len(eff))
-    calib_eff = float(np.sqrt(np.sum((eff * k_sigma) ** 2)) / len(eff))
-    ens_eff = float(corrected.std(ddof=1)) if len(eff) > 1 else 0.0
+    binomial = k**2 * eff * (1 - eff) / ngen  # variance of each replica's fraction from its generated sample
+    stat_eff = float(np.sqrt(np.sum(binomial)) / n_rep)  # of the mean: replicas' generated samples are independent
+    # each part fully correlated across the replicas (linear mean), the parts independent (quadrature)
+    calib_eff = float(np.sqrt(np.sum(np.mean(eff[:, None] * k_sigma, axis=0) ** 2)))
+    ens_eff = 0.0
+    if n_rep > 1:
+        ens_eff = max(small_sample_factor(n_rep) * float(corrected.std(ddof=1)), float(np.sqrt(binomial.mean())))
     return BackgroundEstimate(
         b=n_sr * float(corrected.mean()),
         sigma_stat=n_sr * stat_eff,
@@ -129,4 +165,5 @@ def background_after_cut(
         pass_fraction=mean_eff,
         sigma_calibration=n_sr * calib_eff,
         calibration=float(corrected.mean() / mean_eff) if mean_eff > 0 else 1.0,
+        n_replicas=n_rep,
     )
