@@ -24,12 +24,15 @@ from typing import Protocol
 
 import numpy as np
 
+from calinfer.anomaly.flat import TailScore
 from calinfer.errors import InputError
 from calinfer.showers import Showers
 
 __all__ = [
+    "BASE_SCORE_NAMES",
     "PARTS",
     "SCORE_NAMES",
+    "TAIL_OPTIONS",
     "EnergyScale",
     "LikelihoodScore",
     "ProfileScore",
@@ -40,8 +43,12 @@ __all__ = [
 ]
 
 PARTS = ("full", "layers", "voxels")
-SCORE_NAMES = ("nll", "profile", "layers", "voxels", "nll-mixed", "profile-mixed")
-"""Names accepted by :func:`make_score` (and by ``calinfer anomaly --score``)."""
+BASE_SCORE_NAMES = ("nll", "profile", "layers", "voxels", "nll-mixed", "profile-mixed")
+SCORE_NAMES = (*BASE_SCORE_NAMES, *(f"{name}-tail" for name in BASE_SCORE_NAMES))
+"""Names accepted by :func:`make_score` (and by ``calinfer anomaly --score``); ``<base>-tail`` is the energy-flat
+:class:`~calinfer.anomaly.flat.TailScore` of the base score."""
+TAIL_OPTIONS = ("n_energies", "n_per_energy", "tail_fraction", "seed", "threshold", "chunk")
+"""Options of :func:`make_score` that go to the :class:`~calinfer.anomaly.flat.TailScore` of a ``-tail`` name."""
 
 DEFAULT_ENERGY_RANGE = (1.0, 100.0)
 """Incident energies (GeV) the surrogate is trusted on when it does not say (the photon training range)."""
@@ -393,9 +400,14 @@ class ProfileScore:
         return out
 
 
-def make_score(name: str, surrogate: SurrogateLike, **options) -> LikelihoodScore | ProfileScore:
+def make_score(name: str, surrogate: SurrogateLike, **options) -> LikelihoodScore | ProfileScore | TailScore:
     """Build a score by name (:data:`SCORE_NAMES`): ``"nll"``, ``"layers"``, ``"voxels"`` (at E_rec), ``"profile"``
-    (over E), and the mixed-likelihood variants ``"nll-mixed"``, ``"profile-mixed"``."""
+    (over E), the mixed-likelihood variants ``"nll-mixed"``, ``"profile-mixed"``, and ``"<any of these>-tail"``, the
+    energy-flat tail probability of that score among the surrogate's own showers (options :data:`TAIL_OPTIONS` go
+    to :class:`~calinfer.anomaly.flat.TailScore`, the rest to the base score)."""
+    if name.endswith("-tail") and name[: -len("-tail")] in BASE_SCORE_NAMES:
+        tail = {k: options.pop(k) for k in TAIL_OPTIONS if k in options}
+        return TailScore(make_score(name[: -len("-tail")], surrogate, **options), **tail)
     if name in ("profile", "profile-mixed"):
         return ProfileScore(surrogate, mixed=name.endswith("-mixed"), **options)
     if name in ("nll", "nll-mixed", "layers", "voxels"):
