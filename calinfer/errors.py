@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CalinferError", "GeometryMismatchError", "InputError", "ModelError"]
+__all__ = ["CalinferError", "GeometryMismatchError", "InputError", "ModelError", "TrainingError"]
 
 
 class CalinferError(Exception):
@@ -19,3 +19,7 @@ class GeometryMismatchError(InputError):
 
 class ModelError(CalinferError):
     """A surrogate checkpoint is missing, corrupt or incompatible."""
+
+
+class TrainingError(CalinferError):
+    """Training could not produce a usable model (non-finite losses, a non-finite validation likelihood)."""

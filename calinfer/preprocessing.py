@@ -19,6 +19,11 @@ incident energy (GeV).
 3. **Normalization by the incident energy** ``r_l = E~_l / E`` with ``log|det| = -L log E``
    (this is the term that depends on ``E``), then **log** ``log r_l`` with ``log|det| = -sum log r_l``.
 4. **Standardization** of each coordinate by fixed constants ``(v - m) / s``, ``log|det| = -sum log s``.
+5. **Marginal Gaussianization** of the flow-II coordinates (optional, on by default for new models): a
+   fixed monotone piecewise-linear map per coordinate from the empirical quantiles of the training data to
+   the normal quantiles (linear beyond the outer knots), ``log|det| = sum log slope``. The empty-voxel
+   spike and the threshold edge of sparse voxels become smooth, nearly normal marginals, so flow II only
+   has to learn the dependence between voxels and on the context.
 
 Flow I models the standardized ``log(E~_l / E)`` given the standardized ``log E``; flow II models
 the standardized log-ratios given ``log E`` and flow I's variables. Summing all log-Jacobians with
@@ -40,6 +45,7 @@ from calinfer.geometry import Geometry
 __all__ = [
     "LayerLogRatio",
     "Log",
+    "MarginalGaussianize",
     "ScaleByIncident",
     "ShowerPreprocessing",
     "Standardize",
@@ -154,19 +160,98 @@ class LayerLogRatio:
         return xt, log_det
 
 
+class MarginalGaussianize:
+    """Per-coordinate monotone piecewise-linear map ``v_d -> z_d`` sending knots ``knots[d, k]`` to ``levels[k]``.
+
+    ``levels`` are normal quantiles shared by all coordinates, ``knots`` the matching empirical quantiles of
+    each coordinate; beyond the outer knots the map continues linearly with the slope of the outer
+    ``tail`` segments combined. ``log|det| = sum_d log slope_d(v_d)`` (piecewise constant).
+    """
+
+    def __init__(self, knots: np.ndarray, levels: np.ndarray, tail: int = 4) -> None:
+        self.knots = np.asarray(knots, dtype=np.float64)
+        self.levels = np.asarray(levels, dtype=np.float64)
+        if self.knots.ndim != 2 or self.knots.shape[1] != len(self.levels) or len(self.levels) < 2 * tail + 2:
+            raise ValueError("knots must have shape (D, K) with K = len(levels) > 2 tail + 1")
+        if np.any(np.diff(self.knots, axis=1) <= 0) or np.any(np.diff(self.levels) <= 0):
+            raise ValueError("knots and levels must be strictly increasing")
+        k, lv = self.knots, self.levels
+        self.slope_lo = (lv[tail] - lv[0]) / (k[:, tail] - k[:, 0])
+        self.slope_hi = (lv[-1] - lv[-1 - tail]) / (k[:, -1] - k[:, -1 - tail])
+        self.slopes = np.diff(lv)[None, :] / np.diff(k, axis=1)  # (D, K - 1)
+        self._cache: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, ...]] = {}
+
+    @classmethod
+    def fit(cls, values: np.ndarray, n_knots: int = 96, z_max: float = 3.5) -> MarginalGaussianize:
+        """Knots at the empirical quantiles of ``values`` (N, D) for normal levels evenly spaced in ±``z_max``."""
+        from scipy.special import ndtr
+
+        levels = np.linspace(-z_max, z_max, n_knots)
+        knots = np.quantile(values, ndtr(levels), axis=0).T.copy()  # (D, K)
+        spread = np.maximum(knots[:, -1] - knots[:, 0], 1e-6)
+        min_gap = 1e-6 * spread
+        for j in range(1, n_knots):  # strictly increasing even where quantiles coincide
+            knots[:, j] = np.maximum(knots[:, j], knots[:, j - 1] + min_gap)
+        return cls(knots, levels)
+
+    def _tensors(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+        key = (dtype, device)
+        if key not in self._cache:
+            self._cache[key] = tuple(torch.as_tensor(a, dtype=dtype, device=device).contiguous() for a in (
+                self.knots, self.levels, self.slopes, self.slope_lo, self.slope_hi))
+        return self._cache[key]
+
+    def forward(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        knots, levels, slopes, lo, hi = self._tensors(v.dtype, v.device)
+        n_k = knots.shape[1]
+        vt = v.T.contiguous()  # (D, N)
+        seg = (torch.searchsorted(knots, vt) - 1).clamp(0, n_k - 2)  # (D, N)
+        above = vt > knots[:, -1:]
+        slope = torch.gather(slopes, 1, seg)
+        slope = torch.where(vt < knots[:, :1], lo[:, None], torch.where(above, hi[:, None], slope))
+        anchor = torch.where(above, n_k - 1, seg)  # the knot the linear piece starts from
+        z = levels[anchor] + slope * (vt - torch.gather(knots, 1, anchor))
+        return z.T, torch.log(slope).sum(dim=0)
+
+    def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        knots, levels, slopes, lo, hi = self._tensors(z.dtype, z.device)
+        n_k = knots.shape[1]
+        zt = z.T.contiguous()
+        seg = (torch.searchsorted(levels, zt) - 1).clamp(0, n_k - 2)
+        above = zt > levels[-1]
+        slope = torch.gather(slopes, 1, seg)
+        slope = torch.where(zt < levels[0], lo[:, None], torch.where(above, hi[:, None], slope))
+        anchor = torch.where(above, n_k - 1, seg)
+        v = torch.gather(knots, 1, anchor) + (zt - levels[anchor]) / slope
+        return v.T, -torch.log(slope).sum(dim=0)
+
+    def to_dict(self) -> dict:
+        return {"knots": self.knots.tolist(), "levels": self.levels.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MarginalGaussianize:
+        return cls(np.asarray(data["knots"]), np.asarray(data["levels"]))
+
+
 def auto_dequantization_width(voxels: np.ndarray) -> float:
     """Dequantization width (GeV) for showers with exact zeros: the smallest positive voxel energy rounded
     down to a power of ten; a thousandth of that when there are no zeros; 1e-6 when nothing is positive.
 
     With this width the cells ``[0, delta)`` of zero voxels never overlap the dequantized non-zero
-    voxels, and with a read-out threshold the two regions are adjacent.
+    voxels, and with a read-out threshold the two regions are adjacent. The width is never below a
+    millionth of the median positive voxel energy (rounded down to a power of ten): data without a
+    threshold (continuous shares that underflow to tiny or denormal float32 values) would otherwise get a
+    width whose logarithm overflows float32 arithmetic; any width gives a valid density of ``x + u``.
     """
     voxels = np.asarray(voxels)
-    smallest = float(np.min(voxels, where=voxels > 0, initial=np.inf))
-    if not np.isfinite(smallest):
+    positive = voxels[voxels > 0]
+    if positive.size == 0:
         return 1e-6
-    width = 10.0 ** math.floor(math.log10(smallest) + 1e-9)
-    return float(width if np.any(voxels == 0) else 1e-3 * width)
+    width = 10.0 ** math.floor(math.log10(float(positive.min())) + 1e-9)
+    if not np.any(voxels == 0):
+        width *= 1e-3
+    floor = 10.0 ** math.floor(math.log10(1e-6 * float(np.median(positive))) + 1e-9)
+    return float(max(width, floor))
 
 
 def _robust_scale(values: np.ndarray, tail: float) -> tuple[np.ndarray, np.ndarray]:
@@ -189,7 +274,8 @@ class ShowerPreprocessing:
     dequantization_width: ``delta`` in GeV.
     log_energy_mean, log_energy_scale: standardization of ``log(E / GeV)`` for the context.
     layer_mean, layer_scale: standardization of ``log(E~_l / E)`` (flow I variables).
-    ratio_mean, ratio_scale: standardization of the log-ratios ``w`` (flow II variables).
+    ratio_mean, ratio_scale: standardization of the log-ratios ``w``.
+    gaussianize: marginal Gaussianization of the standardized ``w`` (flow II variables), or ``None``.
     """
 
     layer_slices: list[tuple[int, int]]
@@ -201,6 +287,7 @@ class ShowerPreprocessing:
     layer_scale: np.ndarray
     ratio_mean: np.ndarray
     ratio_scale: np.ndarray
+    gaussianize: MarginalGaussianize | None = None
 
     def __post_init__(self) -> None:
         self.ratio = LayerLogRatio(self.layer_slices, self.reference)
@@ -231,11 +318,13 @@ class ShowerPreprocessing:
         dequantization_width: float | None = None,
         tail: float = 4.0,
         seed: int = 0,
-        max_showers: int = 50_000,
+        max_showers: int = 200_000,
+        gaussianize: bool = True,
     ) -> ShowerPreprocessing:
         """Fit the constants on training showers (voxels ``(N, n)`` and incident energies ``(N,)`` in GeV).
 
-        ``dequantization_width`` (GeV) defaults to :func:`auto_dequantization_width` of ``voxels``.
+        ``dequantization_width`` (GeV) defaults to :func:`auto_dequantization_width` of ``voxels``;
+        ``gaussianize`` adds the marginal Gaussianization of the flow-II coordinates (step 5).
         """
         if dequantization_width is None:
             dequantization_width = auto_dequantization_width(voxels)
@@ -254,6 +343,7 @@ class ShowerPreprocessing:
         log_frac = np.log(y[:, :n_l] / e[:, None])
         layer_mean, layer_scale = _robust_scale(log_frac, tail)
         ratio_mean, ratio_scale = _robust_scale(y[:, n_l:], tail)
+        gauss = MarginalGaussianize.fit((y[:, n_l:] - ratio_mean) / ratio_scale) if gaussianize else None
         log_e = np.log(e)
         return cls(
             layer_slices=slices,
@@ -265,6 +355,7 @@ class ShowerPreprocessing:
             layer_scale=layer_scale,
             ratio_mean=ratio_mean,
             ratio_scale=ratio_scale,
+            gaussianize=gauss,
         )
 
     # --- pieces of the chain -------------------------------------------------------------
@@ -280,6 +371,9 @@ class ShowerPreprocessing:
         xt, ld0 = dequantize(voxels, self.dequantization_width, generator)
         y, ld1 = self.ratio.forward(xt)
         u, ld2 = self.ratio_std.forward(y[:, self.n_layers :])
+        if self.gaussianize is not None:
+            u, ld3 = self.gaussianize.forward(u)
+            ld2 = ld2 + ld3
         return y[:, : self.n_layers], u, ld0 + ld1 + ld2
 
     def layers_forward(self, layer_energies: torch.Tensor, energies: torch.Tensor):
@@ -298,6 +392,8 @@ class ShowerPreprocessing:
 
     def shower_inverse(self, layer_energies: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """``(E~, flow-II variables)`` -> recorded voxels (GeV, zero below the dequantization width)."""
+        if self.gaussianize is not None:
+            u, _ = self.gaussianize.inverse(u)
         w, _ = self.ratio_std.inverse(u)
         xt, _ = self.ratio.inverse(torch.cat([layer_energies, w], dim=1))
         return quantize(xt, self.dequantization_width)
@@ -319,6 +415,7 @@ class ShowerPreprocessing:
             "layer_scale": self.layer_scale.tolist(),
             "ratio_mean": self.ratio_mean.tolist(),
             "ratio_scale": self.ratio_scale.tolist(),
+            "gaussianize": None if self.gaussianize is None else self.gaussianize.to_dict(),
         }
 
     @classmethod
@@ -331,6 +428,7 @@ class ShowerPreprocessing:
         return cls(
             layer_slices=[(int(a), int(b)) for a, b in data["layer_slices"]],
             reference=[int(r) for r in data["reference"]],
+            gaussianize=None if data.get("gaussianize") is None else MarginalGaussianize.from_dict(data["gaussianize"]),
             dequantization_width=float(data["dequantization_width"]),
             log_energy_mean=float(data["log_energy_mean"]),
             log_energy_scale=float(data["log_energy_scale"]),

@@ -47,6 +47,7 @@ __all__ = [
     "default_model_path",
     "load_default",
     "load_model",
+    "model_path",
 ]
 
 DEFAULT_LAYER_FLOW: dict = {
@@ -194,6 +195,7 @@ class ShowerSurrogate:
         layer_flow: dict | None = None,
         voxel_flow: dict | None = None,
         dequantization_width: float | None = None,
+        gaussianize: bool = True,
         seed: int = 0,
         provenance: dict | None = None,
     ) -> ShowerSurrogate:
@@ -201,11 +203,14 @@ class ShowerSurrogate:
 
         ``layer_flow`` / ``voxel_flow`` override entries of :data:`DEFAULT_LAYER_FLOW` /
         :data:`DEFAULT_VOXEL_FLOW` (see :class:`calinfer.flows.FlowConfig`); ``dequantization_width``
-        (GeV) defaults to the smallest non-zero voxel energy rounded down to a power of ten.
+        (GeV) defaults to the smallest non-zero voxel energy rounded down to a power of ten;
+        ``gaussianize`` maps flow II's coordinates through their fitted marginal quantiles first
+        (:class:`calinfer.preprocessing.MarginalGaussianize`).
         """
         geometry = get_geometry(geometry)
         geometry.check_voxel_count(np.shape(voxels)[1], what="training showers")
-        pre = ShowerPreprocessing.fit(geometry, voxels, energies, dequantization_width=dequantization_width, seed=seed)
+        pre = ShowerPreprocessing.fit(geometry, voxels, energies, dequantization_width=dequantization_width,
+                                      gaussianize=gaussianize, seed=seed)
         n_l = geometry.n_layers
         cfg1 = FlowConfig(dim=n_l, context_dim=1, seed=seed, **{**DEFAULT_LAYER_FLOW, **(layer_flow or {})})
         cfg2 = FlowConfig(dim=geometry.n_voxels - n_l, context_dim=1 + n_l, seed=seed + 1,
@@ -583,8 +588,22 @@ class SurrogateEnsemble:
         return cls([ShowerSurrogate.load(path / name, geometry=geometry) for name in names])
 
 
+def model_path(path_or_name: str | os.PathLike) -> Path:
+    """The model directory ``path_or_name`` names: an existing directory, else the pretrained model of that name
+    shipped in ``calinfer/models`` (``"default"``: photons, CaloGAN; ``"pions"``: charged pions,
+    ``calochallenge-ds1-pions``, layer likelihood only); anything else is returned unchanged."""
+    path = Path(path_or_name)
+    if not path.is_dir() and path.name == str(path_or_name):
+        shipped = default_model_path().parent / path.name
+        if shipped.is_dir():
+            return shipped
+    return path
+
+
 def load_model(path: str | os.PathLike, geometry: Geometry | str | None = None) -> ShowerSurrogate | SurrogateEnsemble:
-    """Load a surrogate or an ensemble directory, whichever ``path`` holds."""
+    """Load a surrogate or an ensemble directory, whichever ``path`` holds; a bare name such as ``"pions"`` that
+    is not a directory loads the shipped model of that name (:func:`model_path`)."""
+    path = model_path(path)
     if (Path(path) / ENSEMBLE_FILE).is_file():
         return SurrogateEnsemble.load(path, geometry=geometry)
     return ShowerSurrogate.load(path, geometry=geometry)

@@ -6,8 +6,10 @@ uses Adam with a cosine learning-rate decay whose progress is the larger of the 
 the wall-time fraction (so a time-limited run still ends at a small learning rate), early
 stopping on the validation loss (the best weights are kept), gradient-norm clipping and a NaN
 guard (a non-finite loss skips the batch; non-finite weights are restored from the last good
-epoch and the learning rate is halved). Dequantization noise is redrawn for every batch; the
-validation set uses one fixed draw.
+epoch and the learning rate is halved; ``max_bad_batches`` bad batches in a row stop the run with a
+:class:`~calinfer.errors.TrainingError` naming the cause). Every phase runs at least one (possibly
+partial) epoch, and a flow whose validation NLL is not finite is never written. Dequantization
+noise is redrawn for every batch; the validation set uses one fixed draw.
 
 A checkpoint with everything needed to continue (weights, optimizer, schedule, generator state,
 history, data fingerprint) is written atomically to ``work_dir`` after every epoch; rerunning with
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from calinfer.errors import InputError
+from calinfer.errors import InputError, TrainingError
 from calinfer.flows import ConditionalFlow
 from calinfer.preprocessing import dequantize
 from calinfer.showers import Showers
@@ -46,6 +48,9 @@ _PHASES = ("layers", "voxels")
 @dataclass
 class TrainConfig:
     """Training options (flow II unless prefixed ``layer_``; times in minutes).
+
+    ``max_bad_batches`` consecutive batches with a non-finite loss or gradient stop the training with a
+    :class:`~calinfer.errors.TrainingError` that names the cause.
 
     ``max_minutes`` bounds the whole run (both phases, summed over resumes); flow I may use at
     most ``layer_time_fraction`` of it.
@@ -63,6 +68,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     clip_grad: float = 5.0
     min_lr_fraction: float = 0.02
+    max_bad_batches: int = 25
     max_minutes: float | None = None
     seed: int = 0
     device: str | None = None
@@ -128,6 +134,19 @@ class _Phase:
             group["lr"] = lr
         return lr
 
+    def _diagnose(self, x: torch.Tensor, ctx: torch.Tensor, n_bad: int) -> str:
+        """The message for ``n_bad`` consecutive non-finite batches: which input or stage is at fault."""
+        what = f"{self.name} flow: {n_bad} consecutive batches with a non-finite loss or gradient"
+        if not torch.isfinite(x).all():
+            cols = torch.nonzero(~torch.isfinite(x).all(dim=0)).view(-1)[:5].tolist()
+            return (f"{what}; the preprocessing gives non-finite flow inputs (coordinates {cols}): the training "
+                    "showers contain values the preprocessing cannot map (check the dequantization width and for "
+                    "voxels that underflow)")
+        if not torch.isfinite(ctx).all():
+            return f"{what}; the context (incident and layer energies) is non-finite: check the incident energies"
+        return (f"{what} although the inputs are finite (largest |input| {float(x.abs().max()):.3g}): the flow "
+                "diverged; lower the learning rate or the gradient clipping threshold")
+
     def _val_loss(self, val: tuple[torch.Tensor, torch.Tensor]) -> float:
         self.flow.eval()
         total = 0.0
@@ -144,7 +163,7 @@ class _Phase:
             if self.epoch >= self.epochs:
                 self.stopped = "epochs"
                 break
-            if budget_s is not None and self.elapsed >= budget_s:
+            if budget_s is not None and self.elapsed >= budget_s and self.epoch > 0:  # one epoch at least
                 self.stopped = "time"
                 break
             self.flow.train()
@@ -153,19 +172,24 @@ class _Phase:
             elapsed0 = self.elapsed
             bar = tqdm(range(0, n_train, self.batch_size), desc=f"{self.name} epoch {self.epoch + 1}",
                        disable=not cfg.progress, leave=False, mininterval=2.0)
+            bad_run = 0
             for a in bar:
                 lr = self._set_lr(budget_s)
                 x, ctx = batch_fn(order[a:a + self.batch_size], gen)
                 loss = -self.flow.log_prob(x, ctx).mean()
-                if not torch.isfinite(loss):
+                finite = bool(torch.isfinite(loss))
+                if finite:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    norm = torch.nn.utils.clip_grad_norm_(self.flow.parameters(), cfg.clip_grad)
+                    finite = bool(torch.isfinite(norm))
+                if not finite:
                     self.skipped += 1
+                    bad_run += 1
+                    if bad_run >= cfg.max_bad_batches:
+                        raise TrainingError(self._diagnose(x, ctx, bad_run))
                     continue
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(self.flow.parameters(), cfg.clip_grad)
-                if not torch.isfinite(norm):
-                    self.skipped += 1
-                    continue
+                bad_run = 0
                 self.optimizer.step()
                 self.step += 1
                 total += float(loss.detach()) * len(x)
@@ -203,6 +227,15 @@ class _Phase:
         self.flow.eval()
 
 
+def _nonfinite_hint(val: tuple[torch.Tensor, torch.Tensor]) -> str:
+    """Why a validation loss may be non-finite: non-finite inputs, or a flow that diverged."""
+    bad = ~torch.isfinite(val[0]).all(dim=1) | ~torch.isfinite(val[1]).all(dim=1)
+    if bad.any():
+        return (f"{int(bad.sum())} of {len(bad)} validation showers have non-finite flow inputs: they hold values "
+                "outside what the preprocessing fitted on the training showers maps")
+    return "The validation inputs are finite: the flow diverged; lower the learning rate"
+
+
 def _split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(seed).permutation(n)
     n_val = max(1, round(val_fraction * n))
@@ -218,6 +251,7 @@ def train_surrogate(
     layer_flow: dict | None = None,
     voxel_flow: dict | None = None,
     dequantization_width: float | None = None,
+    gaussianize: bool = True,
     work_dir: str | os.PathLike | None = None,
     resume: bool = False,
     provenance: dict | None = None,
@@ -262,7 +296,7 @@ def train_surrogate(
             log.info("no checkpoint in %s; starting from scratch", work)
         surrogate = ShowerSurrogate.create(
             showers.geometry, train.voxels, train.incident_energy, layer_flow=layer_flow, voxel_flow=voxel_flow,
-            dequantization_width=dequantization_width, seed=cfg.seed, provenance=provenance)
+            dequantization_width=dequantization_width, gaussianize=gaussianize, seed=cfg.seed, provenance=provenance)
     pre = surrogate.preprocessing
     flow1, flow2 = surrogate.layer_flow.to(device), surrogate.voxel_flow.to(device)
 
@@ -326,6 +360,11 @@ def train_surrogate(
             return fn(vox_t[idx], e_t[idx], g)
 
         phase.run(batch_fn, n_train, val_inputs[name], gen, phase_budget, save)
+        if not math.isfinite(phase.best_val):
+            raise TrainingError(
+                f"{name} flow: the validation NLL is not finite after {phase.epoch} epochs (last "
+                f"{phase.history['val'][-1] if phase.history['val'] else math.nan}); no model was written to {out}. "
+                f"{_nonfinite_hint(val_inputs[name])}")
 
     surrogate.layer_flow, surrogate.voxel_flow = flow1.cpu().eval(), flow2.cpu().eval()
     surrogate.provenance = {

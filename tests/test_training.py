@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from scipy import special, stats
 
 from calinfer import preprocessing
-from calinfer.errors import InputError
+from calinfer.errors import InputError, TrainingError
 from calinfer.flows import ConditionalFlow
 from calinfer.geometry import Geometry, Layer
 from calinfer.showers import Showers
@@ -148,3 +148,76 @@ def test_cli_train(tmp_path) -> None:
     model = ShowerSurrogate.load(out, geometry="calogan")
     assert model.provenance["dataset"] == str(path) and model.provenance["n_showers"] == 300
     assert model.voxel_flow.config.n_blocks == 2 and (out / "loss_curves.png").is_file()
+
+
+def dirichlet_showers(n: int, seed: int) -> Showers:
+    """Another generator: CaloGAN layout, every voxel holds a non-zero share of its layer energy (a Dirichlet around
+    a fixed lateral profile), raw energies at sampling fraction 0.2, E uniform in 1-100 GeV; shares of the outer
+    cells are tiny and some underflow float32 (no read-out threshold, unlike the built-in simulator)."""
+    from calinfer.geometry import get_geometry
+
+    geometry = get_geometry("calogan")
+    rng = np.random.default_rng(seed)
+    e = rng.uniform(1.0, 100.0, n)
+    layer_share = rng.dirichlet([3.0, 10.0, 1.5], size=n)
+    parts = []
+    for k, sl in enumerate(geometry.layer_slices):
+        m = sl.stop - sl.start
+        profile = np.exp(-0.5 * ((np.arange(m) - m / 2) / (m / 6)) ** 2) + 0.05
+        shares = rng.gamma(30 * profile / profile.sum(), size=(n, m))
+        shares /= shares.sum(axis=1, keepdims=True)
+        parts.append(shares * (0.2 * e * layer_share[:, k])[:, None])
+    return Showers(np.concatenate(parts, axis=1).astype(np.float32), geometry, e, source="<dirichlet generator>")
+
+
+def test_showers_without_empty_voxels_train_to_a_finite_model(tmp_path) -> None:
+    data = dirichlet_showers(600, seed=0)
+    assert np.mean(data.voxels > 0) > 0.95
+    cfg = small_run(tmp_path, epochs=1, layer_epochs=2)
+    model = train_surrogate(data, tmp_path / "m", config=cfg, layer_flow={"n_blocks": 2, "hidden": 16},
+                            voxel_flow={"n_blocks": 2, "hidden": 16})
+    width = model.preprocessing.dequantization_width
+    positive = data.voxels[data.voxels > 0]
+    # the width stays far below the typical voxel energy and far above float32 underflow
+    assert 1e-30 < width <= 1e-6 * np.median(positive)
+    assert all(np.isfinite(model.training[p]["best_val_nll"]) for p in ("layers", "voxels"))
+    assert np.all(np.isfinite(model.log_prob(dirichlet_showers(50, seed=1), np.full(50, 30.0))))
+    assert ShowerSurrogate.load(tmp_path / "m").training["voxels"]["skipped_batches"] == 0
+
+
+def test_non_finite_losses_stop_with_the_cause_and_write_nothing(tmp_path, monkeypatch) -> None:
+    data, _, _ = draw(600, seed=7)
+    original = ConditionalFlow.log_prob
+
+    def broken(self, x, context):  # flow II (context of 1 + 2 variables) always gives NaN while training
+        out = original(self, x, context)
+        return out * float("nan") if self.training and context.shape[1] == 3 else out
+
+    monkeypatch.setattr(ConditionalFlow, "log_prob", broken)
+    with pytest.raises(TrainingError, match=r"voxels flow: 25 consecutive batches .* inputs are finite"):
+        train_surrogate(data, tmp_path / "m", config=small_run(tmp_path, batch_size=8), **TINY_FLOWS)
+    assert not (tmp_path / "m").exists()
+
+
+def test_non_finite_flow_inputs_are_named(tmp_path, monkeypatch) -> None:
+    data, _, _ = draw(600, seed=8)
+    original = preprocessing.ShowerPreprocessing.shower_forward
+
+    def poisoned(self, voxels, generator=None):
+        layers, u, ld = original(self, voxels, generator)
+        return layers, u * float("inf") if generator is not None else u, ld
+
+    monkeypatch.setattr(preprocessing.ShowerPreprocessing, "shower_forward", poisoned)
+    with pytest.raises(TrainingError, match="non-finite flow inputs"):
+        train_surrogate(data, tmp_path / "m", config=small_run(tmp_path, batch_size=8), **TINY_FLOWS)
+    assert not (tmp_path / "m").exists()
+
+
+def test_model_with_non_finite_validation_nll_is_not_written(tmp_path, monkeypatch) -> None:
+    from calinfer import training
+
+    data, _, _ = draw(600, seed=9)
+    monkeypatch.setattr(training._Phase, "_val_loss", lambda self, val: float("nan"))
+    with pytest.raises(TrainingError, match=r"validation NLL is not finite.*no model was written"):
+        train_surrogate(data, tmp_path / "m", config=small_run(tmp_path), **TINY_FLOWS)
+    assert not (tmp_path / "m").exists()
