@@ -40,9 +40,11 @@ def perturb(model: ShowerSurrogate, scale: float, seed: int = 0) -> ShowerSurrog
     return model
 
 
-def tiny_surrogate(scale: float = 0.1, width: float | None = None, zeros: bool = True, seed: int = 0):
+def tiny_surrogate(scale: float = 0.1, width: float | None = None, zeros: bool = True, seed: int = 0,
+                   gaussianize: bool = True):
     vox, energies = tiny_data(seed=seed, zeros=zeros)
-    model = ShowerSurrogate.create(TINY, vox, energies, dequantization_width=width, seed=seed, **SMALL_FLOWS)
+    model = ShowerSurrogate.create(TINY, vox, energies, dequantization_width=width, gaussianize=gaussianize, seed=seed,
+                                   **SMALL_FLOWS)
     return perturb(model, scale, seed), vox, energies
 
 
@@ -55,6 +57,26 @@ def independent_log_prob(model: ShowerSurrogate, vox: np.ndarray, energies: np.n
     keep = [i for i in range(TINY.n_voxels) if i not in pre.reference]
     ref = [pre.reference[0] if i < 3 else pre.reference[1] for i in keep]
     u = (np.log(xt[:, keep]) - np.log(xt[:, ref]) - pre.ratio_mean) / pre.ratio_scale
+    log_gauss = np.zeros(len(vox))
+    if pre.gaussianize is not None:  # piecewise-linear quantile map, its log-derivative by finite differences
+        g = pre.gaussianize
+
+        def gauss_map(v: np.ndarray) -> np.ndarray:
+            out = np.empty_like(v)
+            for d in range(v.shape[1]):
+                k, lv = g.knots[d], g.levels
+                lo, hi = (lv[4] - lv[0]) / (k[4] - k[0]), (lv[-1] - lv[-5]) / (k[-1] - k[-5])
+                out[:, d] = np.where(v[:, d] < k[0], lv[0] + lo * (v[:, d] - k[0]),
+                                     np.where(v[:, d] > k[-1], lv[-1] + hi * (v[:, d] - k[-1]),
+                                              np.interp(v[:, d], k, lv)))
+            return out
+
+        h = 1e-7
+        for d in range(u.shape[1]):
+            step = np.zeros_like(u)
+            step[:, d] = h
+            log_gauss += np.log((gauss_map(u + step)[:, d] - gauss_map(u - step)[:, d]) / (2 * h))
+        u = gauss_map(u)
     ctx = ((np.log(energies) - pre.log_energy_mean) / pre.log_energy_scale)[:, None]
     with torch.no_grad():
         flow1 = model.layer_flow.double()
@@ -64,16 +86,17 @@ def independent_log_prob(model: ShowerSurrogate, vox: np.ndarray, energies: np.n
         flow1.float()
         flow2.float()
     # |d(y1, u)/dx~| = prod 1/(sigma_l E~_l) * prod 1/s_j * prod_l E~_l / prod_i x~_i  (the E~_l cancel)
-    jac = -np.log(pre.layer_scale).sum() - np.log(pre.ratio_scale).sum() - np.log(xt).sum(axis=1)
+    jac = -np.log(pre.layer_scale).sum() - np.log(pre.ratio_scale).sum() - np.log(xt).sum(axis=1) + log_gauss
     return lp1 + lp2 + jac
 
 
-def test_log_prob_matches_independent_computation() -> None:
-    fresh, vox, energies = tiny_surrogate(scale=0.0)
+@pytest.mark.parametrize("gaussianize", [True, False])
+def test_log_prob_matches_independent_computation(gaussianize: bool) -> None:
+    fresh, vox, energies = tiny_surrogate(scale=0.0, gaussianize=gaussianize)
     # untouched flows are permutations: the density is a standard normal in the flow variables
     lp = fresh.log_prob(vox, energies, dtype=torch.float64, device="cpu")
     assert np.allclose(lp, independent_log_prob(fresh, vox, energies), atol=1e-6)
-    model, _, _ = tiny_surrogate(scale=0.2)
+    model, _, _ = tiny_surrogate(scale=0.2, gaussianize=gaussianize)
     lp = model.log_prob(vox, energies, dtype=torch.float64, device="cpu")
     assert np.all(np.isfinite(lp))
     assert np.allclose(lp, independent_log_prob(model, vox, energies), atol=1e-8)
@@ -128,8 +151,9 @@ def importance_normalization(model: ShowerSurrogate, energy: float, n: int, seed
     return float(w.mean()), float(w.std() / np.sqrt(n))
 
 
-def test_full_density_is_normalized_in_gev(monkeypatch: pytest.MonkeyPatch) -> None:
-    model, _, _ = tiny_surrogate(scale=0.05, width=1e-9, zeros=False)
+@pytest.mark.parametrize("gaussianize", [True, False])
+def test_full_density_is_normalized_in_gev(monkeypatch: pytest.MonkeyPatch, gaussianize: bool) -> None:
+    model, _, _ = tiny_surrogate(scale=0.05, width=1e-9, zeros=False, gaussianize=gaussianize)
     for k, energy in enumerate((3.0, 40.0)):
         mean, err = importance_normalization(model, energy, 40_000, seed=k)
         assert err < 0.05
