@@ -1,13 +1,24 @@
 """Per-shower energy calibration: maximum likelihood with intervals, an MSE regression baseline, metrics.
 
-* :mod:`calinfer.calibration.mle`: :class:`Calibrator` (scan, refine, spline, MIGRAD + MINOS), :class:`Status`;
+* :mod:`calinfer.calibration.mle`: :class:`Calibrator` (scan, refine, spline, MIGRAD + MINOS, check against
+  -ln L itself), :class:`Status`, :func:`profile_full`;
+* :mod:`calinfer.calibration.scan`: the adaptive scan that finds the global minimum;
+* :mod:`calinfer.calibration.fullnll`: :class:`FullLikelihood`, the full likelihood from a few flow-II nodes;
 * :mod:`calinfer.calibration.regression`: :func:`train_regressor`, the prior-dependent MSE baseline;
 * :mod:`calinfer.calibration.metrics`: KDE mode, resolution, coverage, pulls at fixed true energy.
 """
 
 from __future__ import annotations
 
-from calinfer.calibration.mle import DEFAULT_ENERGY_RANGE, CalibrationResult, Calibrator, Status, describe_status
+from calinfer.calibration.fullnll import FullLikelihood, FullNLLTable
+from calinfer.calibration.mle import (
+    DEFAULT_ENERGY_RANGE,
+    CalibrationResult,
+    Calibrator,
+    Status,
+    describe_status,
+    profile_full,
+)
 from calinfer.calibration.regression import EnergyRegressor, regression_features, train_regressor
 
 __all__ = [
@@ -15,8 +26,11 @@ __all__ = [
     "CalibrationResult",
     "Calibrator",
     "EnergyRegressor",
+    "FullLikelihood",
+    "FullNLLTable",
     "Status",
     "describe_status",
+    "profile_full",
     "regression_features",
     "train_regressor",
 ]

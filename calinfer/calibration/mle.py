@@ -1,13 +1,13 @@
 """Per-shower maximum-likelihood energy calibration with asymmetric likelihood intervals.
 
 For every shower the surrogate gives ``-ln L(E) = -ln p(shower | E)``. The fit never sees the
-true energy. Each batch of showers goes through four steps; only the Minuit fits run per shower:
+true energy. Each batch of showers goes through these steps; only the Minuit fits run per shower:
 
-1. **coarse scan**: ``-ln L`` of every shower at ``n_scan`` energies spaced evenly in ``ln E``
-   over the allowed range (one batched surrogate call); its local minima tell whether the
-   likelihood is multi-modal, its global minimum where to look (the full likelihood is scanned
-   itself: its minimum need not lie in the basin of its layers part, e.g. for anomalous showers
-   or an imperfect flow II);
+1. **adaptive scan** (:func:`calinfer.calibration.scan.adaptive_scan`): ``-ln L`` of every shower on a coarse
+   grid evenly spaced in ``ln E`` over the allowed range, then bisection of every interval that could still hide
+   a minimum deeper than the best point found (given a guard width that follows the likelihood's own width),
+   batched over all showers; its local minima tell whether the likelihood is multi-modal, its global minimum
+   where to look;
 2. **refinement**: a probe grid of ``n_refine // 2`` points where the parabola through the best
    scan point and its neighbours rises by about ``bracket_rise``, then grids of ``n_refine``
    points placed the same way from the previous grid, re-made while one is too coarse for the
@@ -19,7 +19,18 @@ true energy. Each batch of showers goes through four steps; only the Minuit fits
 4. **polish**: ``n_polish`` points within ``polish_width`` of the interval half width around the
    minimum (one more batched call) and the exact minimum of a local spline through them: a
    flow's ``-ln L`` has kinks at the edges of its spline bins that a grid of ~0.4 sigma steps
-   smooths over.
+   smooths over;
+5. **check**: ``-ln L`` itself at the final E_mle, E_lo and E_hi (one batched call). An edge whose
+   ``Delta(-ln L)`` is off 0.5 by more than ``edge_tolerance`` is repaired by secant steps on ``-ln L`` itself,
+   and a shower whose edge stays off, or whose E_mle is worse than the best scan point by more than that, loses
+   its CONVERGED flag. The reported ``nll`` is the value at E_mle.
+
+With ``likelihood="full"`` (``full_method="nodes"``, the default) steps 1-4 run on
+:class:`calinfer.calibration.fullnll.FullNLLTable`: the exact flow-I term plus the flow-II remainder interpolated
+from ``n_nodes`` exact evaluations per shower inside the window the layer likelihood allows; step 5 evaluates the
+full likelihood itself, the values become nodes, and showers where the interpolant missed the exact value at any
+of the three points by more than ``edge_tolerance`` are fitted again (at most ``max_repair`` times).
+``full_method="dense"`` evaluates the full likelihood at every point (the reference).
 
 Open sides, range edges and the multi-modality seen by the scan are reported as :class:`Status`
 flags. The likelihood is a density of the shower given the parameter ``E``; its maximum and the
@@ -40,25 +51,25 @@ import numpy as np
 from iminuit import Minuit
 from scipy.interpolate import CubicSpline
 
+from calinfer.calibration.fullnll import FullLikelihood, FullNLLTable
+from calinfer.calibration.scan import DEFAULT_ENERGY_RANGE, ScanResult, adaptive_scan, bracket, parabola_bracket
+from calinfer.calibration.scan import UP as _UP
 from calinfer.errors import InputError
 from calinfer.showers import Showers
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEFAULT_ENERGY_RANGE", "CalibrationResult", "Calibrator", "Status", "describe_status"]
+__all__ = ["DEFAULT_ENERGY_RANGE", "CalibrationResult", "Calibrator", "Status", "describe_status", "profile_full"]
 
-DEFAULT_ENERGY_RANGE = (1.0, 100.0)
-"""Energy range (GeV) searched when neither the caller nor the surrogate names one."""
-
-_UP = 0.5  # Delta(-ln L) of a 68.3% interval for one parameter
 _WIDEN = 1.5  # refinement grids span the parabola's bracket widened by this factor
+_Function = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (rows, energies (n, G) GeV) -> -ln L (n, G)
 
 
 class Status(enum.IntFlag):
     """Bit flags describing one shower's fit (stored as an integer branch ``status``)."""
 
-    CONVERGED = 1  # MIGRAD found a valid minimum and MINOS both crossings (or an open side, see below)
+    CONVERGED = 1  # valid minimum and both crossings (or an open side), checked against -ln L itself
     AT_BOUNDARY = 2  # the maximum-likelihood energy lies on an edge of the allowed range
     OPEN_LOW = 4  # -ln L does not rise by 0.5 below E_mle before the lower edge: E_lo is that edge
     OPEN_HIGH = 8  # same above E_mle: E_hi is the upper edge
@@ -145,13 +156,16 @@ class Calibrator:
     Parameters
     ----------
     surrogate: object with ``log_prob_layers(layer_energies (N, L), energies (N, G)) -> (N, G)`` for
-        ``likelihood="layers"`` and ``log_prob(voxels (N, V), energies (N, G), part="full") -> (N, G)``
-        for ``likelihood="full"`` (e.g. :class:`calinfer.surrogate.ShowerSurrogate`).
+        ``likelihood="layers"`` and ``log_prob(voxels (N, V), energies (N, G), part="full"|"layers") -> (N, G)``
+        for ``likelihood="full"`` (e.g. :class:`calinfer.surrogate.ShowerSurrogate` or ``SurrogateEnsemble``).
     likelihood: ``"layers"`` (flow I: the layer energies given E, default) or ``"full"`` (the whole shower).
     energy_range: allowed ``(lo, hi)`` in GeV; default: the surrogate's ``energy_range`` (that of its training
         data) if it has one, else :data:`DEFAULT_ENERGY_RANGE`. Keep it inside the range the surrogate was
         trained on: outside, the flow extrapolates.
     n_scan: coarse-scan points, evenly spaced in ``ln E``.
+    min_width: floor (in ``ln E``) of the guard width of the adaptive scan: any minimum at least this wide (and
+        at least half as wide as the best one), more than 0.5 below the best scan point, is found.
+    max_scan: the most scan points per shower.
     n_refine: points of each refinement grid (the first, probing grid has half as many).
     bracket_rise: ``Delta(-ln L)`` that delimits the refined bracket around the minimum (must exceed 0.5).
     min_points: refine again while fewer grid points than this lie within ``bracket_rise`` of the minimum.
@@ -160,10 +174,20 @@ class Calibrator:
     polish_width: half width of that grid as a fraction of the smaller interval half width.
     multimodal_delta: a second local minimum of the scan at most this much above the best one, separated from
         it by a barrier of at least 0.5, flags the shower as multi-modal.
+    edge_tolerance: largest accepted ``|Delta(-ln L) - 0.5|`` at E_lo and E_hi, evaluated on ``-ln L`` itself
+        (also the largest accepted excess of ``-ln L(E_mle)`` over the best scan point, and for the full
+        likelihood the largest accepted interpolation error at the three points).
+    full_method: ``"nodes"`` (interpolated flow-II term, see module docstring) or ``"dense"`` (the full likelihood
+        at every point: the reference, 30-100 times slower).
+    n_nodes, window_delta: flow-II nodes per shower and the layer-likelihood window they span
+        (:class:`calinfer.calibration.fullnll.FullLikelihood`).
+    max_repair: the most refits of a shower whose interpolated full likelihood failed the check.
     batch_size: showers per batch (one surrogate call per stage).
     workers: batches fitted concurrently in threads (see :meth:`fit`).
     dtype: torch dtype the surrogate evaluates in (default: its own, float32); float64 removes the ~1e-6
-        round-off noise of -ln L, at several times the cost.
+        round-off noise of -ln L, at several times the cost. With ``full_method="nodes"`` it is the dtype of the
+        flow-II evaluations; the flow-I term is always float64 there.
+    device: torch device of the surrogate evaluations (default: the surrogate's choice, a GPU when there is one).
     """
 
     def __init__(
@@ -173,6 +197,8 @@ class Calibrator:
         likelihood: str = "layers",
         energy_range: tuple[float, float] | None = None,
         n_scan: int = 24,
+        min_width: float = 0.01,
+        max_scan: int = 400,
         n_refine: int = 16,
         bracket_rise: float = 2.0,
         min_points: int = 8,
@@ -180,12 +206,20 @@ class Calibrator:
         n_polish: int = 8,
         polish_width: float = 0.3,
         multimodal_delta: float = 2.0,
+        edge_tolerance: float = 0.01,
+        full_method: str = "nodes",
+        n_nodes: int = 3,
+        window_delta: float = 8.0,
+        max_repair: int = 2,
         batch_size: int = 2048,
         workers: int = 1,
         dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
     ) -> None:
         if likelihood not in ("layers", "full"):
             raise InputError(f"likelihood must be 'layers' or 'full', not {likelihood!r}")
+        if full_method not in ("nodes", "dense"):
+            raise InputError(f"full_method must be 'nodes' or 'dense', not {full_method!r}")
         lo, hi = energy_range or getattr(surrogate, "energy_range", None) or DEFAULT_ENERGY_RANGE
         if not 0 < lo < hi:
             raise InputError(f"energy range must satisfy 0 < lo < hi (GeV), got ({lo}, {hi})")
@@ -193,10 +227,14 @@ class Calibrator:
             raise InputError(f"bracket_rise must exceed {_UP}, got {bracket_rise}")
         if n_scan < 4 or n_refine < 4 or min_points < 3:
             raise InputError("n_scan and n_refine need at least 4 points, min_points at least 3")
+        if not 0 < edge_tolerance < _UP or min_width <= 0:
+            raise InputError(f"need 0 < edge_tolerance < 0.5 and min_width > 0, got {edge_tolerance}, {min_width}")
         self.surrogate = surrogate
         self.likelihood = likelihood
         self.energy_range = (float(lo), float(hi))
         self.n_scan = int(n_scan)
+        self.min_width = float(min_width)
+        self.max_scan = max(int(max_scan), self.n_scan)
         self.n_refine = int(n_refine)
         self.bracket_rise = float(bracket_rise)
         self.min_points = int(min_points)
@@ -204,9 +242,20 @@ class Calibrator:
         self.n_polish = int(n_polish)
         self.polish_width = float(polish_width)
         self.multimodal_delta = float(multimodal_delta)
+        self.edge_tolerance = float(edge_tolerance)
+        self.full_method = full_method
+        self.max_repair = int(max_repair)
         self.batch_size = int(batch_size)
         self.workers = max(1, int(workers))
-        self._options = {} if dtype is None else {"dtype": dtype}
+        self._options: dict = {} if dtype is None else {"dtype": dtype}
+        if device is not None:
+            self._options["device"] = device
+        self._full = None
+        if likelihood == "full" and full_method == "nodes":
+            self._full = FullLikelihood(
+                surrogate, energy_range=self.energy_range, n_nodes=n_nodes, window_delta=window_delta, dtype=dtype,
+                device=device, n_scan=n_scan, min_width=min_width, max_scan=max_scan,
+            )
 
     # ------------------------------------------------------------------ likelihood
     def inputs(self, data: Showers | np.ndarray) -> np.ndarray:
@@ -242,8 +291,17 @@ class Calibrator:
         return np.nan_to_num(out, nan=np.inf, posinf=1e30, neginf=-1e30)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, data: Showers | np.ndarray, *, progress: Callable[[int], None] | None = None) -> CalibrationResult:
+    def fit(
+        self,
+        data: Showers | np.ndarray,
+        *,
+        progress: Callable[[int], None] | None = None,
+        check_intervals: bool = True,
+    ) -> CalibrationResult:
         """Fit every shower; ``progress(n)`` is called with the number of showers finished after each batch.
+
+        ``check_intervals=False`` checks only E_mle against ``-ln L`` itself (E_lo, E_hi then come unchecked from
+        the interpolant or spline; for profile-likelihood scores, where they are not needed).
 
         With ``workers > 1`` that many batches are fitted at once in threads: the surrogate's torch kernels
         release the GIL, so one batch's flow evaluation overlaps another's Minuit fits (give torch one
@@ -254,7 +312,7 @@ class Calibrator:
         batches = [x[start : start + size] for start in range(0, len(x), size)]
         parts = []
         with ThreadPoolExecutor(min(self.workers, len(batches))) as pool:
-            for part in pool.map(self._fit_batch, batches):  # in input order
+            for part in pool.map(lambda b: self._fit_batch(b, check_intervals), batches):  # in input order
                 parts.append(part)
                 if progress is not None:
                     progress(len(part))
@@ -300,26 +358,43 @@ class Calibrator:
                 progress(1)
         return CalibrationResult(*(np.array(v) for v in zip(*out, strict=True)))
 
-    def scan(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Coarse scan: ``(ln E grid (G,), -ln L (N, G))`` for an inputs array ``x``."""
-        u = np.linspace(math.log(self.energy_range[0]), math.log(self.energy_range[1]), self.n_scan)
-        return u, self._nll(x, np.exp(u)[None, :])
+    def _fit_batch(self, x: np.ndarray, check_intervals: bool = True) -> CalibrationResult:
+        n = len(x)
+        u_range = (math.log(self.energy_range[0]), math.log(self.energy_range[1]))
+        if self._full is not None:
+            table = self._full.build(x)
+            cheap: _Function = lambda rows, e: table.nll(e, rows)  # noqa: E731
+            exact: _Function = lambda rows, e: table.exact(e, rows)  # noqa: E731
+            lo, hi = table.a.copy(), table.b.copy()
+        else:
+            table = None
+            cheap = exact = lambda rows, e: self._nll(x[rows], e)
+            lo, hi = np.full(n, u_range[0]), np.full(n, u_range[1])
+        rows = np.arange(n)
+        result, scan = self._fit_rows(cheap, rows, lo, hi)
+        self._check(result, scan, cheap, exact, table, check_intervals)
+        return result
 
-    def _fit_batch(self, x: np.ndarray) -> CalibrationResult:
-        u_scan, y_scan = self.scan(x)
-        multimodal = _multimodal(y_scan, self.multimodal_delta)
+    def _fit_rows(
+        self, fn: _Function, rows: np.ndarray, lo: np.ndarray, hi: np.ndarray
+    ) -> tuple[CalibrationResult, ScanResult]:
+        """Steps 1-4 for the showers ``rows`` (``fn(rows, energies) -> -ln L``), scanned over ``[lo, hi]`` (ln E)."""
+        scan = adaptive_scan(
+            lambda r, u: fn(rows[r], np.exp(u)), lo, hi, n_scan=self.n_scan, min_width=self.min_width,
+            max_points=self.max_scan, rise=self.bracket_rise, parabola_rise=_WIDEN**2 * self.bracket_rise,
+            multimodal_delta=self.multimodal_delta,
+        )
         # the rise bracket surely holds the minimum and the crossings; the parabola through the three best scan
         # points gives a tighter one (still wide: far from the minimum -ln L grows slower than a parabola)
-        u_grid = np.broadcast_to(u_scan, y_scan.shape)
-        a_safe, b_safe = _bracket(u_grid, y_scan, self.bracket_rise)
-        a, b = _parabola_bracket(u_grid, y_scan, a_safe, b_safe, _WIDEN**2 * self.bracket_rise)
+        a_safe, b_safe, a, b = scan.a_safe.copy(), scan.b_safe.copy(), scan.a.copy(), scan.b.copy()
         # a small probe grid there, then grids of n_refine points placed from the previous grid until one is fine
         # enough for the width of the likelihood and wide enough to hold the crossings
-        u_edges = (u_scan[0], u_scan[-1])
-        todo = np.arange(len(x))
+        u_edges = (math.log(self.energy_range[0]), math.log(self.energy_range[1]))
+        n = len(rows)
+        todo = np.arange(n)
         t = np.linspace(0.0, 1.0, max(4, self.n_refine // 2))
         u_fine = a[:, None] + t[None, :] * (b - a)[:, None]
-        y_fine = self._nll(x, np.exp(u_fine))
+        y_fine = fn(rows, np.exp(u_fine))
         for round_ in range(self.max_refine + 1):
             too_tight, too_coarse = self._grid_problems(u_fine[todo], y_fine[todo], u_edges)
             if round_ > 0:  # the probe grid is always replaced
@@ -327,40 +402,40 @@ class Calibrator:
                 todo, too_tight = todo[redo], too_tight[redo]
                 if len(todo) == 0:
                     break
-            a_new, b_new = _bracket(u_fine[todo], y_fine[todo], self.bracket_rise)
-            a_new, b_new = _parabola_bracket(u_fine[todo], y_fine[todo], a_new, b_new, _WIDEN**2 * self.bracket_rise)
+            a_new, b_new = bracket(u_fine[todo], y_fine[todo], self.bracket_rise)
+            a_new, b_new = parabola_bracket(u_fine[todo], y_fine[todo], a_new, b_new, _WIDEN**2 * self.bracket_rise)
             a[todo] = np.where(too_tight, a_safe[todo], a_new)
             b[todo] = np.where(too_tight, b_safe[todo], b_new)
             if round_ == 0:
                 t = np.linspace(0.0, 1.0, self.n_refine)
-                u_fine, y_fine = np.empty((len(x), len(t))), np.empty((len(x), len(t)))
+                u_fine, y_fine = np.empty((n, len(t))), np.empty((n, len(t)))
             u_fine[todo] = a[todo, None] + t[None, :] * (b[todo] - a[todo])[:, None]
-            y_fine[todo] = self._nll(x[todo], np.exp(u_fine[todo]))
+            y_fine[todo] = fn(rows[todo], np.exp(u_fine[todo]))
         # far above the minimum the values only need to stay large: clipping keeps the spline tame there
         y_fine = np.minimum(y_fine, y_fine.min(axis=1, keepdims=True) + 100.0 * self.bracket_rise)
         spline = CubicSpline(t, y_fine.T, axis=0)
-        result = _minimize(spline.c, a, b, y_fine, multimodal, self.energy_range)
+        result = _minimize(spline.c, a, b, y_fine, scan.multimodal, self.energy_range)
         if self.n_polish:
-            self._polish(x, result)
-        return result
+            self._polish(fn, rows, result)
+        return result, scan
 
-    def _polish(self, x: np.ndarray, result: CalibrationResult) -> None:
+    def _polish(self, fn: _Function, rows: np.ndarray, result: CalibrationResult) -> None:
         """Re-locate each interior minimum on a dense local grid (``polish_width`` of the smaller half width
         on each side): a flow's -ln L has kinks (spline-bin edges) that a grid of ~0.4 sigma steps smooths over.
         The minimum of the local spline is found exactly (a cubic per piece), which is cheaper than MIGRAD."""
-        rows = np.flatnonzero(result.has(Status.CONVERGED) & ~result.has(Status.AT_BOUNDARY))
-        if len(rows) == 0:
+        sel = np.flatnonzero(result.has(Status.CONVERGED) & ~result.has(Status.AT_BOUNDARY))
+        if len(sel) == 0:
             return
-        u_hat = np.log(result.e_mle[rows])
-        half = self.polish_width * np.minimum(u_hat - np.log(result.e_lo[rows]), np.log(result.e_hi[rows]) - u_hat)
+        u_hat = np.log(result.e_mle[sel])
+        half = self.polish_width * np.minimum(u_hat - np.log(result.e_lo[sel]), np.log(result.e_hi[sel]) - u_hat)
         u_lo, u_hi = math.log(self.energy_range[0]), math.log(self.energy_range[1])
         a, b = np.maximum(u_hat - half, u_lo), np.minimum(u_hat + half, u_hi)
         t = np.linspace(0.0, 1.0, self.n_polish)
-        y = self._nll(x[rows], np.exp(a[:, None] + t[None, :] * (b - a)[:, None]))
+        y = fn(rows[sel], np.exp(a[:, None] + t[None, :] * (b - a)[:, None]))
         u_new, f_new = _spline_minima(CubicSpline(t, y.T, axis=0).c, a, b)
         found = np.isfinite(u_new)  # else the local grid missed the minimum: keep the first estimate
-        result.e_mle[rows[found]] = np.exp(u_new[found])
-        result.nll[rows[found]] = f_new[found]
+        result.e_mle[sel[found]] = np.exp(u_new[found])
+        result.nll[sel[found]] = f_new[found]
 
     def _grid_problems(
         self, u: np.ndarray, y: np.ndarray, u_edges: tuple[float, float]
@@ -373,62 +448,129 @@ class Calibrator:
         open_hi = (rise[:, -1] < 2 * _UP) & (u[:, -1] < u_edges[1] - tiny)
         return open_lo | open_hi, (rise < self.bracket_rise).sum(axis=1) < self.min_points
 
-
-def _multimodal(y: np.ndarray, delta: float) -> np.ndarray:
-    """Showers whose scan ``y (N, G)`` has a second local minimum within ``delta`` of the best one behind a barrier."""
-    inner = (y[:, 1:-1] < y[:, :-2]) & (y[:, 1:-1] <= y[:, 2:])
-    is_min = np.concatenate([(y[:, 0] < y[:, 1])[:, None], inner, (y[:, -1] < y[:, -2])[:, None]], axis=1)
-    best = y.argmin(axis=1)
-    y_best = y[np.arange(len(y)), best]
-    candidates = is_min & (y - y_best[:, None] < delta)
-    candidates[np.arange(len(y)), best] = False
-    out = np.zeros(len(y), dtype=bool)
-    for i in np.flatnonzero(candidates.any(axis=1)):
-        for j in np.flatnonzero(candidates[i]):
-            lo, hi = sorted((j, best[i]))
-            if y[i, lo : hi + 1].max() - y[i, j] >= _UP:
-                out[i] = True
+    # ------------------------------------------------------------------ check
+    def _check(
+        self, result: CalibrationResult, scan: ScanResult, cheap: _Function, exact: _Function,
+        table: FullNLLTable | None, intervals: bool = True,
+    ) -> None:
+        """Step 5: -ln L itself at E_mle, E_lo, E_hi; refits (interpolated likelihood) or secant repairs of the
+        edges where it disagrees; CONVERGED cleared where it still does. ``result.nll`` becomes the exact value."""
+        tol = self.edge_tolerance
+        rows = np.flatnonzero(result.has(Status.CONVERGED))
+        for round_ in range(self.max_repair + 1 if table is not None else 1):
+            if len(rows) == 0:
+                return
+            pts = np.log(np.stack([result.e_mle[rows], result.e_lo[rows], result.e_hi[rows]], axis=1))
+            k = 3 if intervals else 1  # E_mle, E_lo, E_hi or E_mle alone
+            pts = pts[:, :k]
+            if scan is not None and table is not None:  # a second basin the scan saw: is it really higher?
+                second = np.where(scan.multimodal[rows], scan.u_second[rows], pts[:, 0])
+                pts = np.concatenate([pts, np.where(np.isfinite(second), second, pts[:, 0])[:, None]], axis=1)
+            guess = cheap(rows, np.exp(pts)) if table is not None else None
+            values = exact(rows, np.exp(pts))
+            f_hat = values[:, 0]
+            result.nll[rows] = f_hat
+            mle_ok = np.all(values[:, k:] >= f_hat[:, None] - tol, axis=1)
+            if table is None:
+                mle_ok &= f_hat <= scan.y_best[rows] + tol  # the scan values are exact here: none may be lower
+            else:
+                mle_ok &= np.all(np.abs(guess[:, :k] - values[:, :k]) <= tol, axis=1)
+            ok = (self._edges_ok(result, rows, values) if intervals else True) & mle_ok
+            bad, mle_bad = rows[~ok], rows[~mle_ok]
+            if table is None or len(bad) == 0 or round_ == self.max_repair:
                 break
-    return out
+            # the interpolant now has nodes at the three points; fit those showers again on it, in a window
+            # grown by half its width on a side where an edge of the result sits at the window's edge
+            span = table.b[bad] - table.a[bad]
+            lo_side = np.log(result.e_lo[bad]) <= table.a[bad] + 1e-3 * span
+            hi_side = np.log(result.e_hi[bad]) >= table.b[bad] - 1e-3 * span
+            u_range = (math.log(self.energy_range[0]), math.log(self.energy_range[1]))
+            lo = np.where(lo_side, np.maximum(table.a[bad] - 0.5 * span, u_range[0]), table.a[bad])
+            hi = np.where(hi_side, np.minimum(table.b[bad] + 0.5 * span, u_range[1]), table.b[bad])
+            again, _ = self._fit_rows(cheap, bad, lo, hi)
+            for f in fields(CalibrationResult):
+                getattr(result, f.name)[bad] = getattr(again, f.name)
+            rows = bad[again.has(Status.CONVERGED)]
+            lost = bad[~again.has(Status.CONVERGED)]
+            result.nll[lost] = exact(lost, result.e_mle[lost, None])[:, 0] if len(lost) else result.nll[lost]
+        if len(bad):
+            if intervals:
+                self._repair_edges(result, bad, exact)
+            result.status[mle_bad] &= ~_CONVERGED
 
+    def _edges_ok(self, result: CalibrationResult, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Both edges at Delta(-ln L) = 0.5 within the tolerance (an open side: the range edge below 0.5 + tol)."""
+        tol = self.edge_tolerance
+        d_lo, d_hi = values[:, 1] - values[:, 0], values[:, 2] - values[:, 0]
+        open_lo, open_hi = result.has(Status.OPEN_LOW)[rows], result.has(Status.OPEN_HIGH)[rows]
+        ok_lo = np.where(open_lo, d_lo <= _UP + tol, np.abs(d_lo - _UP) <= tol)
+        ok_hi = np.where(open_hi, d_hi <= _UP + tol, np.abs(d_hi - _UP) <= tol)
+        return ok_lo & ok_hi
 
-def _bracket(u: np.ndarray, y: np.ndarray, rise: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the grid points nearest the minimum on each side where ``y`` exceeds its minimum by ``rise``.
+    def _repair_edges(self, result: CalibrationResult, rows: np.ndarray, exact: _Function, steps: int = 6) -> None:
+        """Secant steps on ``h(u) = sqrt(2 Delta(-ln L))`` (about linear in u near the minimum) towards h = 1 for
+        each edge of ``rows`` that is off; CONVERGED is cleared where an edge (or E_mle) stays off."""
+        tol = self.edge_tolerance
+        u_min, u_max = math.log(self.energy_range[0]), math.log(self.energy_range[1])
+        u_hat = np.log(result.e_mle[rows])
+        f_hat = exact(rows, result.e_mle[rows, None])[:, 0]
+        result.nll[rows] = f_hat
+        good = np.ones(len(rows), dtype=bool)
+        for side, name, flag in ((-1, "e_lo", _OPEN_LOW), (1, "e_hi", _OPEN_HIGH)):
+            u1 = np.log(getattr(result, name)[rows])
+            d1 = exact(rows, np.exp(u1)[:, None])[:, 0] - f_hat
+            is_open = (result.status[rows] & flag) != 0
+            done = np.where(is_open, d1 <= _UP + tol, np.abs(d1 - _UP) <= tol)
+            u0, h0 = u_hat.copy(), np.zeros(len(rows))
+            h1 = np.sqrt(2 * np.maximum(d1, 0.0))
+            for _ in range(steps):
+                todo = np.flatnonzero(~done)
+                if len(todo) == 0:
+                    break
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    slope = (h1[todo] - h0[todo]) / (u1[todo] - u0[todo])
+                    u2 = u1[todo] + (1.0 - h1[todo]) / slope
+                u2 = np.where(np.isfinite(u2), u2, 0.5 * (u_hat[todo] + u1[todo]))
+                u2 = np.clip(u2, u_min, u_max)
+                d2 = exact(rows[todo], np.exp(u2)[:, None])[:, 0] - f_hat[todo]
+                u0[todo], h0[todo] = u1[todo], h1[todo]
+                u1[todo], h1[todo] = u2, np.sqrt(2 * np.maximum(d2, 0.0))
+                at_edge = (u2 <= u_min) | (u2 >= u_max)
+                hit = np.abs(d2 - _UP) <= tol
+                done[todo] = hit | (at_edge & (d2 < _UP))
+                # a crossing found inside the range closes an open side; a range edge below 0.5 opens it
+                status = result.status[rows[todo]]
+                status = np.where(hit & ~at_edge, status & ~flag, status)
+                status = np.where(at_edge & (d2 < _UP), status | flag, status)
+                result.status[rows[todo]] = status
+            fixed = done & (side * (u1 - u_hat) >= 0)
+            vals = np.exp(u1)
+            getattr(result, name)[rows[fixed]] = vals[fixed]
+            good &= fixed
+        result.status[rows[~good]] &= ~_CONVERGED
 
-    At least the neighbours of the minimum are included, and a side that never rises ends at the grid edge.
+def profile_full(
+    surrogate: object,
+    showers: Showers | np.ndarray,
+    *,
+    energy_range: tuple[float, float] | None = None,
+    intervals: bool = False,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    workers: int = 1,
+    **options: object,
+) -> CalibrationResult:
+    """The profile minimum of the full likelihood: ``E_mle`` (GeV) and ``-ln L_full`` there, evaluated exactly.
+
+    ``intervals=True`` is ``Calibrator(surrogate, likelihood="full", ...).fit(showers)``. Without intervals only
+    E_mle is checked (the reported ``e_lo`` / ``e_hi`` come from the interpolated likelihood, unchecked): the
+    cost is then ``n_nodes`` + 1 flow-II evaluations per shower. ``options`` go to :class:`Calibrator`.
     """
-    n, g = y.shape
-    rows = np.arange(n)
-    best = y.argmin(axis=1)
-    high = y - y[rows, best][:, None] > rise
-    idx = np.arange(g)[None, :]
-    left = np.where(high & (idx < best[:, None]), idx, -1).max(axis=1)
-    right = np.where(high & (idx > best[:, None]), idx, g).min(axis=1)
-    left = np.where(left < 0, 0, np.minimum(left, best - 1).clip(0))
-    right = np.where(right >= g, g - 1, np.maximum(right, best + 1).clip(max=g - 1))
-    return u[rows, left].copy(), u[rows, right].copy()
-
-
-def _parabola_bracket(
-    u: np.ndarray, y: np.ndarray, a_safe: np.ndarray, b_safe: np.ndarray, rise: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Where the parabola through each row's best grid point and its neighbours rises by ``rise``, inside
-    ``[a_safe, b_safe]``; rows without an interior minimum of positive curvature keep ``[a_safe, b_safe]``."""
-    n, g = y.shape
-    rows = np.arange(n)
-    best = y.argmin(axis=1)
-    mid = best.clip(1, g - 2)
-    y0, y1, y2 = y[rows, mid - 1], y[rows, mid], y[rows, mid + 1]
-    h = u[rows, mid + 1] - u[rows, mid]
-    second = y0 - 2 * y1 + y2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        centre = u[rows, mid] + 0.5 * h * (y0 - y2) / second
-        half = h * np.sqrt(2 * rise / second)
-    ok = (best == mid) & (second > 0) & np.isfinite(centre) & np.isfinite(half)
-    a = np.where(ok, np.maximum(centre - half, a_safe), a_safe)
-    b = np.where(ok, np.minimum(centre + half, b_safe), b_safe)
-    bad = b <= a
-    return np.where(bad, a_safe, a), np.where(bad, b_safe, b)
+    cal = Calibrator(surrogate, likelihood="full", energy_range=energy_range, dtype=dtype, device=device,
+                     workers=workers, **options)  # type: ignore[arg-type]
+    if intervals:
+        return cal.fit(showers)
+    return cal.fit(showers, check_intervals=False)
 
 
 def _minimize(
