@@ -17,13 +17,11 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from train_default import simulated_training_set  # the same cached training photons (analyses/ is on sys.path)
 
 from calinfer import datasets
 from calinfer.evaluation import classifier_test
-from calinfer.geometry import get_geometry
-from calinfer.showers import Showers
 from calinfer.simulation import simulate_showers
 from calinfer.training import TrainConfig, train_surrogate
 
@@ -34,25 +32,6 @@ VARIANTS: dict[str, dict] = {
     "gaussianize-deep": {"gaussianize": True, "voxel_flow": {"kind": "coupling", "n_blocks": 12, "hidden": 128}},
 }
 LAYER_FLOW = {"kind": "autoregressive", "n_blocks": 4, "hidden": 32, "n_bins": 8}
-CHUNK = 20_000
-
-
-def simulated_training_set(n: int, cache: Path, first_seed: int = 50_000) -> Showers:
-    """``n`` fresh photons from chunks of 20k (seed ``first_seed + k``), cached as ``.npz`` in ``cache``."""
-    cache.mkdir(parents=True, exist_ok=True)
-    vox, energy = [], []
-    for k in range(-(-n // CHUNK)):
-        path = cache / f"chunk{k:03d}.npz"
-        if not path.is_file():
-            s = simulate_showers(CHUNK, energy_range=(1.0, 100.0), seed=first_seed + k)
-            tmp = cache / f".chunk{k:03d}.tmp.npz"
-            np.savez(tmp, voxels=s.voxels.astype(np.float32), energy=s.incident_energy)
-            tmp.rename(path)
-        with np.load(path) as d:
-            vox.append(d["voxels"])
-            energy.append(d["energy"])
-    return Showers(voxels=np.concatenate(vox)[:n], geometry=get_geometry("calogan"),
-                   incident_energy=np.concatenate(energy)[:n], source=f"simulated photons, seeds {first_seed}+")
 
 
 def main() -> None:
