@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import click
 
-__all__ = ["cathode"]
+from calinfer.cli.outputs import overwrite_option
+
+__all__ = ["cathode", "check_setup"]
+
+_MIN_SIDEBAND = 200
+"""Fewest sideband events the flows may be trained on (the density of 4 features and m_jj)."""
+_MIN_SR_PER_FOLD = 20
+"""Fewest signal-region events per classifier fold."""
+_MIN_PASSING = 20
+"""Fewest background events a cut should keep for its significance to mean something."""
+_MAX_S_OVER_B = 0.5
+"""Above this injected S/B the signal dominates the signal region: not the weak-signal search CATHODE is for."""
+
+
+class SetupWarning(UserWarning):
+    """A CATHODE set-up runs, but some of its numbers will not mean much."""
 
 
 def _resolve(item: str) -> str:
@@ -90,6 +106,7 @@ def _resolve(item: str) -> str:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="Torch threads.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@overwrite_option
 def cathode(
     data: tuple[str, ...],
     signal_region: tuple[float, float],
@@ -109,6 +126,7 @@ def cathode(
     seed: int,
     threads: int,
     out_dir: str,
+    overwrite: bool,
 ) -> None:
     """Search for a localized excess in the m_jj signal region of DATA (LHCO-layout HDF5/ROOT files or directories,
     or an embedded dijet set such as dijets-qcd).
@@ -120,44 +138,158 @@ def cathode(
 
     import torch
 
-    from calinfer.io import atomic_output
+    from calinfer.io.atomic import reserve_outputs
     from calinfer.io.lhco import load_dijets
-    from calinfer.io.metadata import json_default
-    from calinfer.metrics import roc_curve
-    from calinfer.plotting import plot_sic, save_figure
     from calinfer.resonant.injection import inject_signal, n_signal_for
-    from calinfer.resonant.plots import plot_feature_closure, plot_mjj_spectra
     from calinfer.resonant.search import SearchConfig, run_search
     from calinfer.resonant.windows import SignalRegion
 
+    context = click.get_current_context()
+    chosen_baselines = tuple(b.strip() for b in baselines.split(",") if b.strip())
+    _check_options(
+        context, n_flows, cross_fit, folds, oversample, efficiencies, s_over_b, inject, chosen_baselines, reference
+    )
     torch.set_num_threads(threads)
     t0 = time.time()
     window = SignalRegion(signal_region[0], signal_region[1], sidebands[0], sidebands[1])
-    events = load_dijets([_resolve(d) for d in data])
-    if inject:
-        signal = load_dijets(_resolve(inject))
-        bkg = events[events["label"] == 0] if "label" in events.columns else events.assign(label=0)
-        n_sig = n_signal_for(s_over_b, bkg["mjj"].to_numpy(), signal["mjj"].to_numpy(), window)
-        events = inject_signal(bkg, signal, n_sig, seed=seed)
-        click.echo(f"injected {n_sig} signal events (S/B = {s_over_b:g} in the signal region)")
-    config = SearchConfig(
-        n_flows=n_flows,
-        oversample=oversample,
-        n_folds=folds,
-        cross_fit=cross_fit,
-        flow={"epochs": flow_epochs, "bootstrap": True},
-        classifier={"epochs": classifier_epochs},
-        efficiencies=tuple(efficiencies),
-        n_toys=toys,
-        baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
-        seed=seed,
-    )
-    result = run_search(
-        events, window, config, reference=load_dijets(_resolve(reference)) if reference else None, progress=True
-    )
+    with reserve_outputs(directories=[out_dir], overwrite=overwrite):
+        names = [_resolve(d) for d in data]
+        events = load_dijets(names)
+        check_setup(events["mjj"].to_numpy(), window, folds, efficiencies, what=", ".join(names))
+        reference_events = load_dijets(_resolve(reference)) if reference else None
+        if inject:
+            signal = load_dijets(_resolve(inject))
+            bkg = events[events["label"] == 0] if "label" in events.columns else events.assign(label=0)
+            n_sig = n_signal_for(s_over_b, bkg["mjj"].to_numpy(), signal["mjj"].to_numpy(), window)
+            events = inject_signal(bkg, signal, n_sig, seed=seed)
+            n_outside = int(n_sig - window.in_sr(events["mjj"].to_numpy()[events["label"].to_numpy() == 1]).sum())
+            click.echo(
+                f"injected {n_sig} signal events (S/B = {s_over_b:g} in the signal region; {n_outside} of them "
+                "fall outside it)"
+            )
+        config = SearchConfig(
+            n_flows=n_flows,
+            oversample=oversample,
+            n_folds=folds,
+            cross_fit=cross_fit,
+            flow={"epochs": flow_epochs, "bootstrap": True},
+            classifier={"epochs": classifier_epochs},
+            efficiencies=tuple(efficiencies),
+            n_toys=toys,
+            baselines=chosen_baselines,
+            seed=seed,
+        )
+        result = run_search(events, window, config, reference=reference_events, progress=True)
+        _write_outputs(result, events, window, config, Path(out_dir), seed, t0)
+    _report(result, Path(out_dir))
+
+
+def _check_options(
+    context: click.Context,
+    n_flows: int,
+    cross_fit: bool,
+    folds: int,
+    oversample: float,
+    efficiencies: tuple[float, ...],
+    s_over_b: float,
+    inject: str | None,
+    baselines: tuple[str, ...],
+    reference: str | None,
+) -> None:
+    """Refuse options that cannot work, and warn about ones without effect, before anything is read or trained."""
+    from calinfer.resonant.search import BASELINES
+
+    if n_flows < 1:
+        raise click.BadParameter(f"need at least one density estimator, got {n_flows}", param_hint="--n-flows")
+    if cross_fit and n_flows % 2:
+        raise click.BadParameter(
+            f"cross fitting trains the flows in two equal groups, so it needs an even number, got {n_flows}; "
+            "use an even --n-flows or --no-cross-fit",
+            param_hint="--n-flows",
+        )
+    if folds < 2:
+        raise click.BadParameter(f"k-fold scoring needs k >= 2, got {folds}", param_hint="--folds")
+    if not oversample > 0:
+        raise click.BadParameter(f"must be > 0, got {oversample:g}", param_hint="--oversample")
+    bad = [e for e in efficiencies if not 0 < e <= 1]
+    if bad:
+        raise click.BadParameter(f"background efficiencies lie in (0, 1], got {bad}", param_hint="--efficiency")
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise click.BadParameter(f"unknown {unknown}; choose from {', '.join(BASELINES)}", param_hint="--baselines")
+    if "idealized" in baselines and reference is None:
+        raise click.UsageError(
+            "--baselines idealized needs --reference (an independent background sample, e.g. dijets-qcd-reference)"
+        )
+    if not s_over_b >= 0:
+        raise click.BadParameter(
+            f"a signal-to-background ratio cannot be negative, got {s_over_b:g}", param_hint="--s-over-b"
+        )
+    given = context.get_parameter_source("s_over_b") not in (None, click.core.ParameterSource.DEFAULT)
+    if inject is None and given:
+        warnings.warn("--s-over-b has no effect without --inject (no signal is injected)", SetupWarning, stacklevel=2)
+    if inject is not None and s_over_b > _MAX_S_OVER_B:
+        warnings.warn(
+            f"--s-over-b {s_over_b:g} is unphysical for this search: the injected signal dominates the signal region "
+            "and part of it lands in the sidebands the background model is trained on; CATHODE looks for a small "
+            "excess (S/B of a few per cent), so its background estimate and significance are not meaningful here",
+            SetupWarning,
+            stacklevel=2,
+        )
+
+
+def check_setup(mjj, window, folds: int, efficiencies: tuple[float, ...], *, what: str = "the data") -> None:
+    """Refuse (:class:`InputError`) or warn about event counts too small for the flows, folds and cuts.
+
+    ``mjj`` in TeV; ``window`` the :class:`~calinfer.resonant.windows.SignalRegion` with its sidebands.
+    """
+    import numpy as np
+
+    from calinfer.errors import InputError
+
+    mjj = np.asarray(mjj, dtype=np.float64)
+    region = f"[{window.sb_low:g}, {window.sb_high:g}) TeV"
+    n_range = int(window.in_range(mjj).sum())
+    spans = f"m_jj spans {mjj.min():.3g}-{mjj.max():.3g} TeV" if len(mjj) else "there are no events"
+    if n_range == 0:
+        raise InputError(
+            f"{what}: none of the {len(mjj)} events lies in the analysed m_jj range {region} ({spans}); "
+            "check --sidebands and --signal-region (TeV)"
+        )
+    n_sr, n_sb = int(window.in_sr(mjj).sum()), int(window.in_sidebands(mjj).sum())
+    counts = f"{n_sr} events in the signal region [{window.low:g}, {window.high:g}) TeV and {n_sb} in the sidebands"
+    if n_sb < _MIN_SIDEBAND:
+        raise InputError(
+            f"{what}: {counts}; the flows need at least {_MIN_SIDEBAND} sideband events to learn the background "
+            "density; widen --sidebands or give more data"
+        )
+    if n_sr < _MIN_SR_PER_FOLD * folds:
+        raise InputError(
+            f"{what}: {counts}; {folds}-fold scoring needs at least {_MIN_SR_PER_FOLD * folds} signal-region events "
+            f"({_MIN_SR_PER_FOLD} per fold); widen --signal-region, lower --folds or give more data"
+        )
+    tightest = min(efficiencies)
+    if n_sr * tightest < _MIN_PASSING:
+        warnings.warn(
+            f"{what}: {counts}; the ε_B = {tightest:g} cut keeps only about {n_sr * tightest:.1f} background events, "
+            f"too few for its estimate and significance to mean much (about {int(np.ceil(_MIN_PASSING / tightest))} "
+            "signal-region events are needed)",
+            SetupWarning,
+            stacklevel=2,
+        )
+
+
+def _write_outputs(result, events, window, config, out: Path, seed: int, t0: float) -> None:
+    """summary.json and the plots, each file atomically."""
+    import time
+
+    from calinfer.io import atomic_output
+    from calinfer.io.metadata import json_default
+    from calinfer.metrics import roc_curve
+    from calinfer.plotting import plot_sic, save_figure
+    from calinfer.resonant.plots import plot_feature_closure, plot_mjj_spectra
+
     result.summary["wall_time_s"] = time.time() - t0
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     with atomic_output(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(result.summary, indent=2, default=json_default))
     spectra = {"all events": result.counts, **{f"cut ε_B = {e:g}": c for e, c in result.counts_after.items()}}
@@ -172,6 +304,10 @@ def cathode(
     if result.scores:
         curves = {name: roc_curve(s, b) for name, (s, b) in result.scores.items()}
         save_figure(plot_sic(curves, min_background=config.min_background)[0], out / "sic.png")
+
+
+def _report(result, out: Path) -> None:
+    """The per-cut lines on stdout (sculpting warnings on stderr)."""
     for cut in result.summary["cuts"]:
         click.echo(
             f"ε_B = {cut['background_efficiency']:.3g}: observed {cut['n_observed']}, direct estimate "

@@ -25,10 +25,10 @@ def _options(command: click.Command | None) -> set[str]:
 
 
 def _geometry_hint(match: re.Match, options: set[str]) -> str:
-    name = match.group(1)
+    requested, name = match.group(1), match.group(2)
     if "--geometry" in options:
-        return f"read it with --geometry {name}"
-    return f"this command takes the geometry of the surrogate, so use a --model trained for geometry {name}"
+        return f"but geometry {requested!r} was requested; read it with --geometry {name}"
+    return f"but the surrogate (--model) is made for geometry {requested!r}; use a --model trained for {name}"
 
 
 def _branch_hint(match: re.Match, options: set[str]) -> str:
@@ -57,7 +57,7 @@ _BRANCHES = (
 _REWRITES: list[tuple[re.Pattern, Callable[[re.Match, set[str]], str]]] = [
     (re.compile(r"pass clip_negative >= (\S+) to set them to zero"), _clip_hint),
     (re.compile(r"clip_negative must be"), lambda m, o: "--clip-negative must be"),
-    (re.compile(r"read it with geometry='([^']*)'"), _geometry_hint),
+    (re.compile(r"but geometry '([^']*)' was requested; read it with geometry='([^']*)'"), _geometry_hint),
     (re.compile(_BRANCHES), _branch_hint),
     (re.compile(r"name datasets with voxel_branch=/energy_branch="), _branch_hint),
     (re.compile(re.escape(_NO_ENERGY)), lambda m, o: f"; {h}" if (h := _energy_hint(m, o)) else ""),

@@ -199,7 +199,8 @@ class ScaleOut:
         click.echo(f"{task.tree}: {len(self.files)} file(s) on {self.where()}", err=True)
         with self.reserve(task.tree):
             if self.scheduler is None and self.dask_workers is None:
-                report = run_over_files(self.files, task, jobs=self.jobs, **options)
+                with _interrupt_stops_workers(self.jobs):
+                    report = run_over_files(self.files, task, jobs=self.jobs, **options)
             else:
                 with _quiet_dask_shutdown(), open_executor(
                     scheduler=self.scheduler, dask_workers=self.dask_workers
@@ -234,3 +235,47 @@ def _quiet_dask_shutdown() -> Iterator[None]:
         yield
     finally:
         logger.removeFilter(noise)
+
+
+@contextlib.contextmanager
+def _interrupt_stops_workers(jobs: int | None) -> Iterator[None]:
+    """Ctrl-C in a run on local worker processes: the workers stop quietly, this process raises KeyboardInterrupt.
+
+    The forkserver the workers fork from is started with SIGINT ignored, which its children inherit (a
+    terminal sends SIGINT to every process of the foreground group, and each worker would print a
+    traceback); this process terminates them on SIGINT instead (their unfinished chunks are lost, no output
+    of an unfinished file is written).
+    """
+    import multiprocessing
+    import multiprocessing.forkserver
+    import signal
+    import sys
+    import threading
+
+    if jobs == 1 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    # the resource tracker (started next) cleans up after terminated workers; its "leaked semaphore" note is noise
+    quiet = "ignore:resource_tracker:UserWarning"
+    if quiet not in sys.warnoptions:
+        sys.warnoptions.append(quiet)
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        from calinfer.distributed.executors import _PRELOAD
+
+        multiprocessing.get_context("forkserver").set_forkserver_preload(_PRELOAD)
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            multiprocessing.forkserver.ensure_running()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def stop(signum, frame) -> None:
+        for child in multiprocessing.active_children():
+            child.terminate()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
