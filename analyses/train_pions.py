@@ -4,8 +4,10 @@ Data: the full recipes of the embedded pion sets, remade from their recorded see
 ``datasets.regenerate("pions-train", n=50000)`` (charged pions, ``calochallenge-ds1-pions``, E uniform in 5-100 GeV)
 for training and ``regenerate("pions-val", n=10000)`` for validation / early stopping (the package stores only the
 first showers of each). Only flow I (the 7 layer energies given E_inc: 4 autoregressive spline blocks, hidden 32,
-as the photon default) is trained; flow II is a one-block placeholder with **zero** training epochs, so the model
-is for ``likelihood="layers"`` only (its ``training["voxels"]["epochs"]`` is 0; do not use ``--likelihood full``).
+as the photon default) is trained for real; flow II is a one-block, 4-wide placeholder trained for a single epoch
+(``calinfer.training`` needs a finite flow-II validation loss to write a model), so the model is for
+``likelihood="layers"`` only: its provenance says so (``"likelihood": "layers only"``); do not use
+``--likelihood full`` with it.
 
     python analyses/train_pions.py --minutes 15 --threads 1 --work-dir /work/runs/pions/train
 
@@ -66,9 +68,9 @@ def main() -> None:
         "regenerate": f"calinfer.datasets.regenerate({name!r}, n={len(train)})",
         "script": "analyses/train_pions.py",
         "seed": args.seed,
-        "likelihood": "layers only: flow II is an untrained placeholder (0 epochs)",
+        "likelihood": "layers only: flow II is a 1-block placeholder trained for 1 epoch",
     }
-    config = TrainConfig(epochs=0, batch_size=256, lr=1e-3, patience=1, layer_epochs=400, layer_batch_size=1024,
+    config = TrainConfig(epochs=1, batch_size=256, lr=1e-3, patience=1, layer_epochs=400, layer_batch_size=1024,
                          layer_lr=2e-3, layer_patience=30, layer_time_fraction=1.0, max_minutes=args.minutes,
                          seed=args.seed, device="cpu", progress=not args.quiet)
     train_surrogate(train, out, config=config, val_showers=val, layer_flow=LAYER_FLOW,
