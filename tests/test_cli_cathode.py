@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -55,8 +56,11 @@ def test_cathode_command_writes_summary_and_plots(tmp_path):
     assert summary["s_over_b_sr"] == pytest_approx(0.1)
     assert [c["background_efficiency"] for c in summary["cuts"]] == [0.2, 0.05]
     cut = summary["cuts"][0]
-    assert cut["background_sigma"] >= cut["background_sigma_stat"] > 0
-    assert cut["significance"] <= cut["significance_without_ensemble"]
+    # the quoted Z is Cowan's closed form for n observed over b +- sigma_b, direct and calibrated estimate alike
+    n = cut["n_observed"]
+    assert cut["significance"] == pytest_exact(cowan_z(n, cut["background_b"], cut["background_sigma"]))
+    calibrated = cut["calibrated"]
+    assert calibrated["significance"] == pytest_exact(cowan_z(n, calibrated["b"], calibrated["sigma"]))
     assert cut["n_signal_passing"] > 0.2 * summary["n_signal_in_sr"]  # better than random
     assert set(summary["max_sic"]) == {"CATHODE", "CWoLa"}
     for name in ("mjj_fit.png", "sidebands.png", "sic.png"):
@@ -74,6 +78,31 @@ def pytest_approx(value: float):
     import pytest
 
     return pytest.approx(value, rel=0.25)
+
+
+def pytest_exact(value: float):
+    import pytest
+
+    return pytest.approx(value, rel=1e-9, abs=1e-9)
+
+
+def cowan_z(n: float, b: float, s: float) -> float:
+    """Cowan's discovery significance (Asimov, background uncertainty s), written out independently of calinfer."""
+    first = n * math.log(n * (b + s**2) / (b**2 + n * s**2))
+    second = b**2 / s**2 * math.log(1 + s**2 * (n - b) / (b * (b + s**2)))
+    return math.copysign(math.sqrt(max(2 * (first - second), 0.0)), n - b)
+
+
+def test_cowan_z_reference_limits():
+    """The test's own formula against limits known independently of it."""
+    import pytest
+
+    n, b = 130.0, 100.0
+    poisson = math.sqrt(2 * (n * math.log(n / b) - n + b))  # sigma_b -> 0: the Poisson likelihood ratio
+    assert cowan_z(n, b, 1e-4) == pytest.approx(poisson, rel=1e-6)
+    # large counts: (n - b) / sqrt(b + sigma_b^2) to O(1/sqrt(b))
+    assert cowan_z(1.0e6 + 3000, 1.0e6, 1000.0) == pytest.approx(3000 / math.sqrt(1.0e6 + 1000.0**2), rel=2e-3)
+    assert cowan_z(80.0, 100.0, 5.0) < 0 < cowan_z(120.0, 100.0, 5.0)
 
 
 def test_cathode_command_takes_embedded_set_names(tmp_path):

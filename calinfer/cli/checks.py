@@ -65,9 +65,14 @@ class ModelKnowledge:
     deposit_typical: float
 
     @classmethod
-    def of(cls, model, energy_range: tuple[float, float] | None = None, *, n: int = 400) -> ModelKnowledge:
-        """Sample ``model``'s flow I at the ends of ``energy_range`` (default: the model's training range)."""
-        lo, hi = energy_range or model.energy_range or (1.0, 100.0)
+    def of(cls, model, energy_range: tuple[float, float] | None = None, *, n: int = 400) -> ModelKnowledge | None:
+        """Sample ``model``'s flow I at the ends of ``energy_range`` (default: the model's training range).
+
+        ``None`` for a model that cannot sample layer energies (then only empty showers are checked).
+        """
+        if not hasattr(model, "sample_layers"):
+            return None
+        lo, hi = energy_range or getattr(model, "energy_range", None) or (1.0, 100.0)
         low = model.sample_layers(np.full(n, float(lo)), seed=19).sum(axis=1)
         high = model.sample_layers(np.full(n, float(hi)), seed=20).sum(axis=1)
         typical = float(np.sqrt(np.median(low) * np.median(high)))
@@ -114,7 +119,7 @@ def check_incident_energies(energies: np.ndarray, trained: tuple[float, float] |
 class DepositCheck:
     """Collects the deposited energies (GeV) of the showers of one file and warns about implausible ones."""
 
-    def __init__(self, knowledge: ModelKnowledge, source: str) -> None:
+    def __init__(self, knowledge: ModelKnowledge | None, source: str) -> None:
         self.knowledge = knowledge
         self.source = source
         self.n = self.n_empty = self.n_low = self.n_high = 0
@@ -128,6 +133,8 @@ class DepositCheck:
         k = self.knowledge
         self.n += len(deposit)
         self.n_empty += int(empty.sum())
+        if k is None:
+            return empty
         self.n_low += int(np.sum(~empty & (deposit < k.deposit_low / _MARGIN)))
         self.n_high += int(np.sum(deposit > k.deposit_high * _MARGIN))
         if self._n_kept < _KEPT:
@@ -147,7 +154,7 @@ class DepositCheck:
                 "results are meaningless)"
             )
         outside = self.n_low + self.n_high
-        if outside <= _MAX_OUTSIDE * self.n:
+        if self.knowledge is None or outside <= _MAX_OUTSIDE * self.n:
             return
         kept = np.concatenate(self._kept) if self._kept else np.zeros(0)
         median = float(np.median(kept)) if len(kept) else 0.0

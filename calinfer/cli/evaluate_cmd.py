@@ -72,7 +72,8 @@ def run_evaluation(
     generated = model.sample(reference.incident_energy, seed=seed, device=device)
     sample_s = time.perf_counter() - start
     echo(f"sampled {len(generated)} showers in {sample_s:.1f} s ({len(generated) / sample_s:.0f} showers/s)")
-    meta = {**(info or {}), "seed": seed, "sparsity_threshold_GeV": threshold, "sampling_seconds": round(sample_s, 3)}
+    meta = {**(info or {}), "seed": seed, "sparsity_threshold_GeV": threshold, "sampling_seconds": round(sample_s, 3),
+            "layers": [layer.name for layer in model.geometry.layers]}
     evaluation = evaluate_showers(
         reference,
         generated,
@@ -116,9 +117,7 @@ def run_evaluation(
     return evaluation
 
 
-def _load_reference(
-    reference: str | None, dataset: str | None, simulate: bool, n: int | None, geometry, seed: int, reader: dict
-):
+def _check_reference_options(reference: str | None, dataset: str | None, simulate: bool) -> None:
     from calinfer.errors import InputError
 
     given = [opt for opt, value in (("--reference", reference), ("--dataset", dataset)) if value is not None]
@@ -127,6 +126,12 @@ def _load_reference(
             f"give only one of --reference, --dataset and --simulate (got {', '.join(given)}"
             f"{', --simulate' if simulate else ''})"
         )
+
+
+def _load_reference(
+    reference: str | None, dataset: str | None, simulate: bool, n: int | None, geometry, seed: int, reader: dict
+):
+    _check_reference_options(reference, dataset, simulate)
     if simulate:
         from calinfer.simulation import simulate_showers
 
@@ -236,6 +241,7 @@ def evaluate(
 
     if threads:
         torch.set_num_threads(threads)
+    _check_reference_options(reference, dataset, simulate)
     with reserve_outputs(directories=[out_dir], overwrite=overwrite):
         model = load_model(model_path) if model_path else load_default()
         reader = {
