@@ -208,6 +208,50 @@ def test_stale_temporary_files_are_removed_and_reported(tmp_path, showers_file):
     assert any(".out.root.k3j_9x2a.tmp" in w and "interrupted run" in w for w in warnings_of(result))
 
 
+def test_many_files_refuse_existing_outputs_before_any_work(tmp_path, showers_file, photons):
+    second = write_showers(tmp_path / "second.root", photons[:7])
+    out = tmp_path / "cal"
+    out.mkdir()
+    (out / "second.calibration.root").write_bytes(b"an earlier result")
+    before = snapshot(tmp_path)
+    line = error_line(invoke(["calibrate", showers_file, second, "--out-dir", out, "--jobs", "1"]))
+    assert "second.calibration.root" in line and "--overwrite" in line
+    assert snapshot(tmp_path) == before
+    holder = _hold_lock(out / "small.calibration.root")  # another run writes one of the outputs
+    try:
+        held = snapshot(tmp_path)
+        line = error_line(invoke(["calibrate", showers_file, second, "--out-dir", out, "--jobs", "1", "--overwrite"]))
+        assert "small.calibration.root" in line and "another calinfer run" in line and snapshot(tmp_path) == held
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    result = invoke(["calibrate", showers_file, second, "--out-dir", out, "--jobs", "1", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    with uproot.open(out / "second.calibration.root") as f:
+        assert f["calibration"].num_entries == 7
+
+
+def test_no_clobber_holds_against_a_file_created_while_writing(tmp_path):
+    from calinfer.io import atomic_output
+
+    target = tmp_path / "out.bin"
+    with pytest.raises(InputError, match="created by another program"), atomic_output(target, overwrite=False) as tmp:
+        tmp.write_bytes(b"new result")
+        target.write_bytes(b"someone else's file")
+    assert target.read_bytes() == b"someone else's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+def test_stale_model_directories_are_removed(tmp_path):
+    (tmp_path / ".model.tmp-ab12cd34").mkdir()  # a surrogate save killed half-way
+    (tmp_path / ".model.tmp-ab12cd34" / "weights.pt").write_bytes(b"partial")
+    (tmp_path / ".modelx.tmp-ab12cd34").mkdir()  # another output's: left alone
+    with pytest.warns(UserWarning, match=r"removed .*\.model\.tmp-ab12cd34, a temporary directory"):
+        with reserve_outputs(directories=[tmp_path / "model"]):
+            pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".modelx.tmp-ab12cd34", "model"]
+
+
 def test_reserve_outputs_leaves_no_directory_behind_on_failure(tmp_path):
     out = tmp_path / "results"
     with pytest.raises(RuntimeError), reserve_outputs(directories=[out]):

@@ -157,13 +157,14 @@ def anomaly(
     if plan.distributed:
         from calinfer.distributed import AnomalyTask, cached_model
 
-        energy_scale = _energy_scale(score_name, scale, calibration, cached_model(model).geometry)
-        source = "--scale" if scale is not None else calibration or _CALIBRATION_DATASET
-        task = AnomalyTask(
-            model=model, score=score_name, energy_scale=energy_scale, scale_source=source, input_tree=tree,
-            n_grid=n_grid, clip_negative=clip_negative, device=device,
-        )  # fmt: skip
-        plan.run(task, chunk_size=step_size, progress=progress)
+        with plan.reserve("anomaly"):  # before fitting lambda; plan.run holds the same reservation
+            energy_scale = _energy_scale(score_name, scale, calibration, cached_model(model).geometry)
+            source = "--scale" if scale is not None else calibration or _CALIBRATION_DATASET
+            task = AnomalyTask(
+                model=model, score=score_name, energy_scale=energy_scale, scale_source=source, input_tree=tree,
+                n_grid=n_grid, clip_negative=clip_negative, device=device,
+            )  # fmt: skip
+            plan.run(task, chunk_size=step_size, progress=progress)
         return
     from calinfer.cli.checks import DepositCheck, ModelKnowledge
 

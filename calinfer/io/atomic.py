@@ -17,6 +17,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
@@ -135,15 +136,27 @@ def _release(target: Path, fd: int) -> None:
 
 
 def _remove_stale(target: Path) -> None:
-    """Remove ``.NAME.XXXXXXXX.tmp`` files of ``target`` (only called while holding its lock)."""
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.{_TMP_CHARS}\.tmp")
+    """Remove the temporaries of ``target`` left by killed runs (only called while holding its lock).
+
+    Files ``.NAME.XXXXXXXX.tmp`` (:func:`atomic_output`) and directories ``.NAME.tmp-XXXXXXXX`` /
+    ``.NAME.old-XXXXXXXX`` (a surrogate directory being saved or replaced).
+    """
+    name = re.escape(target.name)
+    files = re.compile(rf"\.{name}\.{_TMP_CHARS}\.tmp")
+    directories = re.compile(rf"\.{name}\.(tmp|old)-{_TMP_CHARS}")
     directory = target.parent if str(target.parent) else Path(".")
     for item in directory.iterdir():
-        if pattern.fullmatch(item.name) and item.is_file():
+        is_file = files.fullmatch(item.name) and item.is_file() and not item.is_symlink()
+        is_dir = directories.fullmatch(item.name) and item.is_dir() and not item.is_symlink()
+        if is_file or is_dir:
             with contextlib.suppress(FileNotFoundError):
-                item.unlink()
+                if is_dir:
+                    shutil.rmtree(item)
+                else:
+                    item.unlink()
                 warnings.warn(
-                    f"removed {item}, a temporary file of {target} left by an interrupted run",
+                    f"removed {item}, a temporary {'directory' if is_dir else 'file'} of {target} left by an "
+                    "interrupted run",
                     StaleTemporaryWarning,
                     stacklevel=4,
                 )
