@@ -89,6 +89,9 @@ class StudyConfig:
         }
     )
     classifier: dict = field(default_factory=lambda: {"epochs": 20, "batch_size": 512, "n_best_epochs": 5})
+    classifier_kind: str = "mlp"  # or "hgb": BoostedTreeEnsemble with the options in ``hgb``
+    hgb: dict = field(default_factory=dict)
+    noise_features: int = 0  # standard-normal features appended to every event (robustness study)
     efficiencies: tuple[float, ...] = (0.2, 0.1, 0.05, 0.02)
     closure_splits: int = 3
     closure_windows: tuple[tuple[float, float], ...] = ((3.3, 3.7), (3.7, 4.1), (4.1, 4.5))
@@ -128,9 +131,10 @@ def _flow_factory(cfg: StudyConfig):
 
 
 def _classifier_factory(cfg: StudyConfig):
-    from calinfer.resonant.classifier import EnsembleMLP
+    from calinfer.resonant.search import CLASSIFIERS
 
-    return partial(_configured, EnsembleMLP, cfg.classifier)
+    options = cfg.hgb if cfg.classifier_kind == "hgb" else cfg.classifier
+    return partial(_configured, CLASSIFIERS[cfg.classifier_kind], options)
 
 
 def _cathode(cfg: StudyConfig, window, seed: int):
@@ -166,6 +170,10 @@ def _estimates(
         sr = cathode.sr_mask_
         scores = np.empty(len(m))
         scores[sr], scores[~sr] = cathode.scores_, cathode.score_outside(x[~sr], m[~sr])
+        seen_fraction = cathode.outside_seen_fraction_
+        unblind = scores.copy()
+        if cathode.cross_fit:  # for comparison: sideband events spread over all fold classifiers
+            unblind[~sr] = cathode.score_outside(x[~sr], m[~sr], blind=False)
     cuts = []
     for eff in cfg.efficiencies:
         cut = cathode.cut(eff, before.b, before.sigma_b)
@@ -181,6 +189,11 @@ def _estimates(
             entry["bump_hunt_after_cut"] = after.to_dict()
             entry["bump_hunt_pull"] = float(pull(after.n_observed, after.b, after.sigma_b))
             entry["sideband_pass_fractions"] = sideband_pass_fractions(m, passing, window)
+            entry["sideband_pass_fractions_all_classifiers"] = sideband_pass_fractions(
+                m, unblind >= cut.threshold, window
+            )
+            entry["signal_region_pass_fraction"] = float(np.mean(cathode.scores_ >= cut.threshold))
+            entry["sideband_events_seen_by_every_group"] = seen_fraction
         if label_sr is not None:
             entry["n_signal_passing"] = int(np.sum(cathode.scores_[label_sr == 1] >= cut.threshold))
         cuts.append(entry)
@@ -370,6 +383,10 @@ def summarize(cfg: StudyConfig, scan: list[dict], closure: list[dict]) -> dict:
                 **_mean_and_width([c["pull_calibrated"] for c in cuts]),
                 "relative_excess": _mean_and_width([c["n_observed"] / c["calibrated"]["b"] - 1 for c in cuts]),
             }
+        for key, name in (("sideband_pass_fractions", "blind"), ("sideband_pass_fractions_all_classifiers", "all")):
+            if all(key in c for c in cuts):  # sideband pass fraction / signal-region pass fraction - 1
+                rel = [_sideband_fraction(c[key]) / c["signal_region_pass_fraction"] - 1 for c in cuts]
+                pulls[f"{eff:g}"][f"sideband_over_sr_{name}"] = _mean_and_width(rel)
         bump = np.array([c.get("bump_hunt_pull", np.nan) for c in cuts])
         if np.all(np.isfinite(bump)):
             pulls[f"{eff:g}"]["bump_hunt_after_cut"] = _mean_and_width(bump)
@@ -380,6 +397,12 @@ def summarize(cfg: StudyConfig, scan: list[dict], closure: list[dict]) -> dict:
     ]
     out["closure"] = {"pulls": pulls, "sideband_fit_pulls_before_cut": [float(v) for v in fit_pulls]}
     return out
+
+
+def _sideband_fraction(bands: dict) -> float:
+    """Pass fraction of both sidebands together."""
+    low, high = bands["low"], bands["high"]
+    return (low["fraction"] * low["n"] + high["fraction"] * high["n"]) / (low["n"] + high["n"])
 
 
 def _percent(excess: dict) -> str:
@@ -436,6 +459,17 @@ def _table(cfg: StudyConfig, summary: dict, wall: float) -> str:
             f"| {bump_cell} | {cal_cell} | {_percent(p['relative_excess'])} / {cal_excess} "
             f"| {_percent(p['pass_fraction_excess'])} |"
         )
+    lines += [
+        "",
+        "Sideband / signal-region pass fraction - 1 (mean ± error), sidebands scored by the classifiers blind to "
+        "them / by all fold classifiers:",
+        "",
+        "| eps_B | blind | all classifiers |",
+        "|---|---|---|",
+    ]
+    for eff, p in summary["closure"]["pulls"].items():
+        if "sideband_over_sr_blind" in p:
+            lines.append(f"| {eff} | {_percent(p['sideband_over_sr_blind'])} | {_percent(p['sideband_over_sr_all'])} |")
     fit = summary["closure"]["sideband_fit_pulls_before_cut"]
     lines += ["", f"Sideband-fit pulls before the cut: {', '.join(f'{v:.2f}' for v in fit)}", ""]
     lines += [f"Wall time: {wall:.0f} s", ""]
@@ -530,6 +564,11 @@ def _prepare(cfg: StudyConfig) -> tuple[dict, dict]:
     m_b, x_b = _arrays(data, window, STANDARD_FEATURES)
     m_r, x_r = _arrays(reference, window, STANDARD_FEATURES)
     m_s, x_s = _arrays(signal, window, STANDARD_FEATURES)
+    if cfg.noise_features:  # independent N(0, 1) columns, the same law for background and signal
+        x_b, x_r, x_s = (
+            np.c_[x, np.random.default_rng([777, j]).normal(size=(len(x), cfg.noise_features))]
+            for j, x in enumerate((x_b, x_r, x_s))
+        )
     pool = np.random.default_rng(12345).permutation(len(m_s)) % 2 == 0  # fixed split of the signal sample
     sup_sr = window.in_sr(m_s) & ~pool
     arrays = {
@@ -547,7 +586,7 @@ def _prepare(cfg: StudyConfig) -> tuple[dict, dict]:
         "n_signal": len(m_s),
         "n_signal_injection_pool": int(pool.sum()),
         "n_signal_supervised_sr": int(sup_sr.sum()),
-        "features": list(STANDARD_FEATURES),
+        "features": list(STANDARD_FEATURES) + [f"noise_{j}" for j in range(cfg.noise_features)],
     }
     # closure: all background, disjoint parts
     m_all, x_all = np.r_[m_b, m_r], np.concatenate([x_b, x_r])
@@ -596,6 +635,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flow-batch-size", type=int)
     parser.add_argument("--flow-res-blocks", type=int, help="residual blocks per spline-parameter network")
     parser.add_argument("--classifier-epochs", type=int)
+    parser.add_argument(
+        "--classifier", choices=("mlp", "hgb"), help="mlp: EnsembleMLP (default); hgb: BoostedTreeEnsemble"
+    )
+    parser.add_argument("--noise-features", type=int, help="append this many N(0, 1) features to every event")
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes (seeds / closure parts)")
     parser.add_argument("--data", help="background of the search data (embedded set name or LHCO file)")
     parser.add_argument("--reference", help="independent background (set name or file)")
@@ -640,6 +683,10 @@ def main(argv: list[str] | None = None) -> int:
     changes["flow"] = flow
     if args.classifier_epochs is not None:
         changes["classifier"] = {**cfg.classifier, "epochs": args.classifier_epochs}
+    if args.classifier:
+        changes["classifier_kind"] = args.classifier
+    if args.noise_features is not None:
+        changes["noise_features"] = args.noise_features
     for name in ("data", "reference", "signal"):
         if getattr(args, name):
             changes[name] = getattr(args, name)

@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--oversample", type=int, default=4)
     parser.add_argument("--holdout", type=float, default=0.5, help="fraction of sideband events not trained on")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, help="flow epochs (default: the study's)")
+    parser.add_argument("--res-blocks", type=int, help="residual blocks per spline-parameter network")
+    parser.add_argument("--hidden", type=int, help="hidden units of the spline-parameter networks")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -80,9 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     sb, sr = window.in_sidebands(m), window.in_sr(m)
     held_out = sb & (np.random.default_rng(args.seed).random(len(m)) < args.holdout)
     trained = sb & ~held_out
-    flow = DensityEstimator(**{**StudyConfig().flow, "bootstrap": False}, seed=args.seed)
+    options = {**StudyConfig().flow, "bootstrap": False}
+    for key, value in (("epochs", args.epochs), ("n_res_blocks", args.res_blocks), ("hidden", args.hidden)):
+        if value is not None:
+            options[key] = value
+    flow = DensityEstimator(**options, seed=args.seed)
     flow.fit(x[trained], m[trained])
-    result = {"settings": vars(args) | {"out": str(args.out)}, "features": list(STANDARD_FEATURES)}
+    result = {
+        "settings": vars(args) | {"out": str(args.out)},
+        "flow": options,
+        "features": list(STANDARD_FEATURES),
+        "n_trained": int(trained.sum()),
+    }
     for region, sel in (("sidebands_trained", trained), ("sidebands_held_out", held_out), ("signal_region", sr)):
         gen = flow.sample(np.repeat(m[sel], args.oversample), seed=args.seed + 1)
         result[region] = compare(x[sel], gen, args.seed)

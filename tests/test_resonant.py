@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 from calinfer.errors import InputError, ModelError
 from calinfer.metrics import auc
 from calinfer.resonant.bumphunt import DijetFunction, bump_hunt, global_significance
-from calinfer.resonant.classifier import EnsembleMLP, crossfit_scores, kfold_scores
+from calinfer.resonant.classifier import BoostedTreeEnsemble, EnsembleMLP, crossfit_scores, kfold_scores
 from calinfer.resonant.density import DensityEstimator
 from calinfer.resonant.injection import inject_signal, n_signal_for
 from calinfer.resonant.methods import Anode, Cathode, CWoLa, IdealizedAD, Supervised
@@ -107,6 +107,35 @@ def test_ensemble_mlp_kfold_finds_a_localised_excess():
     assert np.all((res.scores_data >= 0) & (res.scores_data <= 1))
     with pytest.raises(ModelError):
         EnsembleMLP().predict_proba(data)
+
+
+def test_boosted_trees_find_a_localised_excess_and_ignore_noise_features():
+    """The tree ensemble separates a 10% excess as well with 10 pure-noise features added (trees split only on
+    features that help); the data weights passed in are left as they were."""
+    rng = np.random.default_rng(5)
+    data, ref = rng.normal(size=(3000, 3)), rng.normal(size=(6000, 3))
+    data[:300] += 2.0
+    truth = np.r_[np.ones(300), np.zeros(2700)]
+    aucs = []
+    for n_noise in (0, 10):
+        d = np.c_[data, rng.normal(size=(len(data), n_noise))]
+        r = np.c_[ref, rng.normal(size=(len(ref), n_noise))]
+        weights = np.ones(len(r))
+        res = kfold_scores(
+            lambda k: BoostedTreeEnsemble(n_models=2, max_iter=60, seed=k),
+            d,
+            r,
+            n_folds=3,
+            weights_reference=weights,
+            seed=6,
+        )
+        aucs.append(roc_auc_score(truth, res.scores_data))
+        assert np.all(weights == 1)
+    assert aucs[0] > 0.9 and aucs[1] > aucs[0] - 0.03, aucs
+    with pytest.raises(ModelError):
+        BoostedTreeEnsemble().predict_proba(data)
+    with pytest.raises(InputError):
+        BoostedTreeEnsemble().fit(data, np.zeros(len(data)))
 
 
 # ---------------------------------------------------------------- preprocessing and flow

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from calinfer.resonant.bumphunt import BumpHuntResult, DijetFunction, bump_hunt, global_significance, scan
-from calinfer.resonant.classifier import CrossFitScores, EnsembleMLP, KFoldScores, crossfit_scores, kfold_scores
+from calinfer.resonant.classifier import (
+    BoostedTreeEnsemble,
+    CrossFitScores,
+    EnsembleMLP,
+    KFoldScores,
+    crossfit_scores,
+    kfold_scores,
+)
 from calinfer.resonant.density import DensityEstimator
 from calinfer.resonant.injection import inject_signal, n_signal_for
 from calinfer.resonant.methods import Anode, Cathode, CutResult, CWoLa, IdealizedAD, Supervised
@@ -15,6 +22,7 @@ from calinfer.resonant.windows import SignalRegion, sliding_windows
 __all__ = [
     "Anode",
     "BackgroundEstimate",
+    "BoostedTreeEnsemble",
     "BumpHuntResult",
     "CWoLa",
     "Cathode",

@@ -4,8 +4,10 @@
 total weight). As in CATHODE, each of ``n_runs`` independently initialised runs keeps the
 ``n_best_epochs`` epochs with the lowest validation loss, and the prediction is the mean over all
 kept (run, epoch) models. It follows the scikit-learn protocol (``fit(X, y, sample_weight)``,
-``predict_proba(X) -> (N, 2)``), so any scikit-learn classifier (e.g.
-``HistGradientBoostingClassifier``) can be used in its place.
+``predict_proba(X) -> (N, 2)``), so any scikit-learn classifier can be used in its place.
+:class:`BoostedTreeEnsemble` is one: the mean of ``n_models`` scikit-learn
+``HistGradientBoostingClassifier`` models with early stopping on their own random validation splits
+(as the tree-based weak supervision of arXiv:2309.13111), which ignores features that carry nothing.
 
 :func:`kfold_scores` trains one classifier per fold on the other folds and scores only the
 held-out fold, so no event is ever scored by a classifier that saw it in training.
@@ -27,7 +29,7 @@ import torch
 
 from calinfer.errors import InputError, ModelError
 
-__all__ = ["CrossFitScores", "EnsembleMLP", "KFoldScores", "crossfit_scores", "kfold_scores"]
+__all__ = ["BoostedTreeEnsemble", "CrossFitScores", "EnsembleMLP", "KFoldScores", "crossfit_scores", "kfold_scores"]
 
 
 def _mlp(n_in: int, hidden: tuple[int, ...]) -> torch.nn.Module:
@@ -74,9 +76,7 @@ class EnsembleMLP:
             raise InputError(f"need X of shape (N, D) and y of shape (N,), got {X.shape} and {y.shape}")
         if not set(np.unique(y)) <= {0, 1} or len(np.unique(y)) != 2:
             raise InputError("y must contain both classes 0 and 1 and nothing else")
-        w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1)
-        for cls in (0, 1):  # balance the classes: equal total weight, mean weight 1
-            w[y == cls] *= 0.5 * len(y) / w[y == cls].sum()
+        w = _balanced_weights(y, sample_weight)
         self.mean_, self.std_ = X.mean(axis=0), np.maximum(X.std(axis=0), 1e-12)
         Xt = torch.as_tensor((X - self.mean_) / self.std_, dtype=torch.float32)
         yt = torch.as_tensor(y, dtype=torch.float32)
@@ -140,6 +140,80 @@ class EnsembleMLP:
                 for i in range(0, len(X), batch_size):
                     p[i : i + batch_size] += torch.sigmoid(mdl(Xt[i : i + batch_size]).squeeze(-1)).double().numpy()
         p /= len(self.models_)
+        return np.stack([1 - p, p], axis=1)
+
+
+def _balanced_weights(y: np.ndarray, sample_weight: np.ndarray | None) -> np.ndarray:
+    """Sample weights scaled so that both classes have equal total weight and the mean weight is 1."""
+    w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1).copy()
+    for cls in (0, 1):
+        w[y == cls] *= 0.5 * len(y) / w[y == cls].sum()
+    return w
+
+
+class BoostedTreeEnsemble:
+    """Mean of ``n_models`` histogram gradient-boosted tree classifiers (scikit-learn), classes balanced.
+
+    Each model (``max_iter`` boosting rounds of trees with ``max_leaf_nodes`` leaves, learning rate ``lr``)
+    stops early when its loss on its own random ``val_fraction`` of the events has not improved for
+    ``n_iter_no_change`` rounds; the models differ by that split and their seeds.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_models: int = 10,
+        max_iter: int = 200,
+        lr: float = 0.1,
+        max_leaf_nodes: int = 31,
+        l2_regularization: float = 0.0,
+        val_fraction: float = 0.2,
+        n_iter_no_change: int = 10,
+        seed: int = 0,
+    ) -> None:
+        self.n_models = n_models
+        self.max_iter = max_iter
+        self.lr = lr
+        self.max_leaf_nodes = max_leaf_nodes
+        self.l2_regularization = l2_regularization
+        self.val_fraction = val_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.seed = seed
+        self.models_: list | None = None
+
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> BoostedTreeEnsemble:
+        """Train on features ``X`` (N, D) and labels ``y`` in {0, 1}."""
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y).reshape(-1)
+        if X.ndim != 2 or len(X) != len(y):
+            raise InputError(f"need X of shape (N, D) and y of shape (N,), got {X.shape} and {y.shape}")
+        if not set(np.unique(y)) <= {0, 1} or len(np.unique(y)) != 2:
+            raise InputError("y must contain both classes 0 and 1 and nothing else")
+        w = _balanced_weights(y, sample_weight)
+        seeds = np.random.default_rng(self.seed).integers(2**31, size=self.n_models)
+        self.models_ = []
+        for seed in seeds:
+            model = HistGradientBoostingClassifier(
+                learning_rate=self.lr,
+                max_iter=self.max_iter,
+                max_leaf_nodes=self.max_leaf_nodes,
+                l2_regularization=self.l2_regularization,
+                early_stopping=True,
+                validation_fraction=self.val_fraction,
+                n_iter_no_change=self.n_iter_no_change,
+                random_state=int(seed),
+            )
+            self.models_.append(model.fit(X, y, sample_weight=w))
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """``(N, 2)`` class probabilities, averaged over the models."""
+        if self.models_ is None:
+            raise ModelError("BoostedTreeEnsemble is not fitted; call fit() first")
+        X = np.asarray(X, dtype=np.float64)
+        p = np.mean([m.predict_proba(X)[:, 1] for m in self.models_], axis=0)
         return np.stack([1 - p, p], axis=1)
 
 

@@ -311,7 +311,7 @@ class Cathode(_ClassifierMethod):
             checks.append((scored[0], scored[1]))
         return checks
 
-    def score_outside(self, x: np.ndarray, mjj: np.ndarray | None = None) -> np.ndarray:
+    def score_outside(self, x: np.ndarray, mjj: np.ndarray | None = None, *, blind: bool = True) -> np.ndarray:
         """Scores of events outside the signal region (e.g. the sidebands, for the m_jj spectrum after a cut).
 
         With cross fitting (``mjj`` required) each event is scored by one fold classifier among those whose
@@ -320,7 +320,8 @@ class Cathode(_ClassifierMethod):
         event passes it too rarely, which would bend the after-cut spectrum in both sidebands alike.
         ``outside_seen_fraction_`` records the share of events every group's flows had seen (scored by any
         classifier: 0 with cross-fitted flows; all sideband events without cross fitting, where no
-        classifier is free of them and the bump hunt after the cut is biased).
+        classifier is free of them and the bump hunt after the cut is biased). ``blind=False`` spreads the
+        events over all fold classifiers instead (the biased scoring, for comparison).
         """
         self._scored()
         x = np.asarray(x, dtype=np.float64)
@@ -341,7 +342,7 @@ class Cathode(_ClassifierMethod):
         if not self.cross_fit:
             return self.kfold_.score_unseen(x, seed=self.seed)
         free = ~seen
-        free[everywhere] = True
+        free[everywhere | (not blind)] = True
         return self._score_by(x, free[:, self.kfold_.fold_group], self.seed)
 
     def cut(self, background_efficiency: float, n_sr: float, n_sr_sigma: float = 0.0) -> CutResult:

@@ -30,21 +30,32 @@ from calinfer.errors import InputError
 from calinfer.io.lhco import STANDARD_FEATURES
 from calinfer.metrics import max_sic, roc_curve
 from calinfer.resonant.bumphunt import bump_hunt, global_significance
-from calinfer.resonant.classifier import EnsembleMLP
+from calinfer.resonant.classifier import BoostedTreeEnsemble, EnsembleMLP
 from calinfer.resonant.density import DensityEstimator
 from calinfer.resonant.methods import Anode, Cathode, CWoLa, IdealizedAD, Supervised
 from calinfer.resonant.windows import SignalRegion, sliding_windows
 
-__all__ = ["BASELINES", "SearchConfig", "SearchResult", "mass_bins", "run_search", "sideband_pass_fractions"]
+__all__ = [
+    "BASELINES",
+    "CLASSIFIERS",
+    "SearchConfig",
+    "SearchResult",
+    "mass_bins",
+    "run_search",
+    "sideband_pass_fractions",
+]
 
 BASELINES = ("idealized", "cwola", "anode", "supervised")
+CLASSIFIERS = {"mlp": EnsembleMLP, "hgb": BoostedTreeEnsemble}
 
 
 @dataclass
 class SearchConfig:
     """Settings of :func:`run_search` (``flow`` / ``classifier``: keyword arguments of
-    :class:`DensityEstimator` / :class:`EnsembleMLP`; the flows of the ensemble train on bootstrap
-    resamples of the sidebands by default, so their spread includes the training-sample fluctuations)."""
+    :class:`DensityEstimator` / the classifier named by ``classifier_kind``, ``"mlp"`` for
+    :class:`EnsembleMLP` or ``"hgb"`` for :class:`BoostedTreeEnsemble`; the flows of the ensemble train on
+    bootstrap resamples of the sidebands by default, so their spread includes the training-sample
+    fluctuations)."""
 
     features: tuple[str, ...] = STANDARD_FEATURES
     n_flows: int = 4
@@ -53,6 +64,7 @@ class SearchConfig:
     cross_fit: bool = True
     flow: dict = field(default_factory=lambda: {"bootstrap": True})
     classifier: dict = field(default_factory=dict)
+    classifier_kind: str = "mlp"
     efficiencies: tuple[float, ...] = (0.2, 0.05, 0.01)
     bin_width: float = 0.1
     n_params: int = 4
@@ -65,6 +77,8 @@ class SearchConfig:
         unknown = [b for b in self.baselines if b not in BASELINES]
         if unknown:
             raise InputError(f"unknown baselines {unknown}; known: {list(BASELINES)}")
+        if self.classifier_kind not in CLASSIFIERS:
+            raise InputError(f"unknown classifier_kind {self.classifier_kind!r}; known: {list(CLASSIFIERS)}")
 
 
 @dataclass
@@ -120,7 +134,7 @@ def run_search(
     before = bump_hunt(edges, counts, window, n_params=cfg.n_params)
 
     flow = partial(_configured, DensityEstimator, cfg.flow)  # picklable, so results can come back from workers
-    clf = partial(_configured, EnsembleMLP, cfg.classifier)
+    clf = partial(_configured, CLASSIFIERS[cfg.classifier_kind], cfg.classifier)
     cathode = Cathode(
         window, n_flows=cfg.n_flows, oversample=cfg.oversample, flow=flow, classifier=clf, n_folds=cfg.n_folds,
         cross_fit=cfg.cross_fit, seed=cfg.seed, progress=progress, executor=executor,
