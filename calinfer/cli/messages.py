@@ -32,8 +32,8 @@ def _geometry_hint(match: re.Match, options: set[str]) -> str:
 
 
 def _branch_hint(match: re.Match, options: set[str]) -> str:
-    names = [o for o in ("--voxel-branch", "--layer-branches", "--energy-branch", "--tree") if o in options]
-    hint = f"name them with {'/'.join(names)}" if names else "this command reads the default branch names"
+    names = [o for o in ("--voxel-branch", "--layer-branches", "--energy-branch") if o in options]
+    hint = f"name them with {'/'.join(names)}" if names else "this command reads only these default names"
     if "--no-energy" in options:
         hint += " (--no-energy for data without incident energy)"
     return hint
