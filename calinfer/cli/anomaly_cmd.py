@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from calinfer.anomaly.scores import SCORE_NAMES
 from calinfer.cli.outputs import overwrite_option
 from calinfer.distributed.cli import ScaleOut, scale_out_options
 
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = ["anomaly", "load_surrogate", "score_file", "sic", "sic_report"]
 
-_SCORES = ("nll", "profile", "layers", "voxels", "nll-mixed", "profile-mixed")
+_SCORES = SCORE_NAMES  # the score registry of calinfer.anomaly.make_score, "-tail" scores included
 _CALIBRATION_DATASET = "photons-val"
 
 
