@@ -709,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
         for j in range(cfg.closure_splits)
         for w in cfg.closure_windows
     ]
-    results = _run(jobs, args.jobs)
+    results = _run(jobs, args.jobs, args.out_dir / "partial")
     scan = [r for kind, r in results if kind == "scan"]
     closure = [r for kind, r in results if kind == "closure"]
     summary = summarize(cfg, scan, closure)
@@ -744,35 +744,47 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run(jobs: list[tuple[str, tuple]], n_jobs: int) -> list[tuple[str, dict]]:
-    """Run scan / closure jobs inline or on a process pool; print each as it finishes."""
+def _run(jobs: list[tuple[str, tuple]], n_jobs: int, partial: Path | None = None) -> list[tuple[str, dict]]:
+    """Run scan / closure jobs inline or on a process pool; print each (with its CPU time) as it finishes and
+    write it to ``partial/<job>.json`` (kept if the run is cut short). Results come back in job order."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from calinfer.parallel import map_ordered
+    from calinfer.parallel import CompletionQueue
 
-    def describe(kind: str, r: dict) -> str:
+    def describe(i: int, kind: str, r: dict) -> str:
+        if partial is not None:
+            from calinfer.io.metadata import json_default
+
+            partial.mkdir(parents=True, exist_ok=True)
+            (partial / f"{i:03d}.json").write_text(json.dumps([kind, r], default=json_default))
+        cpu = f", CPU {r['cpu_s']:.0f} s"
         if kind == "scan":
-            return f"scan seed {r['seed']}: {r['wall_s']:.0f} s (flows {r['flows_s']:.0f} s)"
-        return f"closure part {r['part']} window {r['window']}: {r['wall_s']:.0f} s"
+            return f"scan seed {r['seed']}: {r['wall_s']:.0f} s (flows {r['flows_s']:.0f} s){cpu}"
+        return f"closure part {r['part']} window {r['window']}: {r['wall_s']:.0f} s{cpu}"
 
-    fn = {"scan": scan_task, "closure": closure_task}
     if n_jobs <= 1:
-        out = []
-        for kind, job in jobs:
-            r = fn[kind](job)
-            print(describe(kind, r), flush=True)
-            out.append((kind, r))
-        return out
+        results = []
+        for i, item in enumerate(jobs):
+            results.append(_dispatch(item))
+            print(describe(i, *results[-1]), flush=True)
+        return results
     with ProcessPoolExecutor(max_workers=n_jobs) as pool:
-        results = map_ordered(_dispatch, jobs, executor=pool)
-    for kind, r in results:
-        print(describe(kind, r), flush=True)
+        finished = CompletionQueue()
+        for i, item in enumerate(jobs):
+            finished.add(pool.submit(_dispatch, item), i)
+        results: list = [None] * len(jobs)
+        for future, i in finished:
+            results[i] = future.result()
+            print(describe(i, *results[i]), flush=True)
     return results
 
 
 def _dispatch(item: tuple[str, tuple]) -> tuple[str, dict]:
     kind, job = item
-    return kind, (scan_task if kind == "scan" else closure_task)(job)
+    t0 = time.process_time()
+    result = (scan_task if kind == "scan" else closure_task)(job)
+    result["cpu_s"] = time.process_time() - t0
+    return kind, result
 
 
 if __name__ == "__main__":
