@@ -45,6 +45,20 @@ class Evaluation:
         out.append(["mean", f"{self.mean_separation:.4f}", f"{np.mean([s.noise_floor for s in self.separations]):.4f}"])
         return out
 
+    def layer_rows(self, names: Sequence[str]) -> list[list[str]]:
+        """Table rows (header first): per layer, the mean and largest separation power of its features."""
+        out = [["layer", "mean separation", "worst feature", "its separation"]]
+        for k, name in enumerate(names):
+            seps = [s for s in self.separations if s.feature.layer == k]
+            if seps:
+                worst = max(seps, key=lambda s: s.value)
+                out.append([name, f"{np.mean([s.value for s in seps]):.4f}", worst.feature.name, f"{worst.value:.4f}"])
+        return out
+
+    def worst(self, n: int = 4) -> list[Separation]:
+        """The ``n`` features with the largest separation power, worst first."""
+        return sorted(self.separations, key=lambda s: s.value, reverse=True)[:n]
+
     def classifier_rows(self) -> list[list[str]]:
         """Table rows (header first): classifier inputs, AUC mean +- std, runs, test showers per class."""
         out = [["classifier inputs", "AUC", "runs", "test showers/class"]]
@@ -55,6 +69,8 @@ class Evaluation:
         """Plain-text tables for the terminal."""
         head = f"reference showers: {self.n_reference}, generated showers: {self.n_generated}"
         lines = [head, "", *_aligned(self.rows())]
+        if self.info.get("layers"):
+            lines += ["", *_aligned(self.layer_rows(self.info["layers"]))]
         if self.classifiers:
             lines += ["", *_aligned(self.classifier_rows())]
         return "\n".join(lines)
@@ -65,6 +81,11 @@ class Evaluation:
         lines += [f"- {k}: {v}" for k, v in self.info.items()]
         lines += [f"- reference showers: {self.n_reference}", f"- generated showers: {self.n_generated}", ""]
         lines += ["## Separation power of high-level features", "", *_markdown(self.rows()), ""]
+        layer_names = self.info.get("layers")
+        if layer_names:
+            lines += ["## Per layer", "", *_markdown(self.layer_rows(layer_names)), ""]
+        worst = ", ".join(f"{s.feature.name} ({s.value:.4f})" for s in self.worst())
+        lines += [f"Worst features: {worst} (their histograms: `hist_<feature>.*`).", ""]
         lines += [
             "Separation power 0.5 Σ (h1-h2)²/(h1+h2) on unit-normalised histograms (0: identical, "
             "1: disjoint), under/overflow and undefined values included; the noise floor is its expected "
