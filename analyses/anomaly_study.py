@@ -8,10 +8,13 @@ Scores (higher = more anomalous):
   nll, layers, voxels  -log p(x | E_rec), E_rec = E_dep / lambda, lambda = median E_dep/E_inc fitted on the
                        photon training set; full surrogate, flow I (layer energies) only, flow II (voxels given
                        layer energies) only
-  profile              -max_E log p(x | E) (no lambda)
+  profile              -max_E log p(x | E) (no lambda; located with calinfer.calibration.profile_full by default)
   nll-mixed,           the same with the mixed discrete/continuous likelihood: an empty voxel counts with its
   profile-mixed        probability, not with the dequantized density (~ +11.5 per empty voxel), which otherwise
                        makes sparse showers look likely (identical to calinfer.anomaly's mixed=True scores)
+  nll-tail,            energy-flat: -ln P(s(X) >= s(x) | E) of the base score s among the surrogate's own showers
+  nll-mixed-tail       at the shower's energy E_rec (calinfer.anomaly.TailScore, calibrated on --tail-energies x
+                       --tail-per-energy surrogate showers with the read-out threshold of the training photons)
   depth, width         physics variables (longitudinal centroid, transverse width)
   response             |ln(E_dep / (lambda E_inc))|, uses the true incident energy (test-beam knowledge)
   autoencoder          reconstruction error of a small autoencoder trained on photons
@@ -19,7 +22,9 @@ Scores (higher = more anomalous):
                        every shower is scored by a classifier that never saw it
 
 Output (``--out``): ``results.json`` (every metric with bootstrap intervals), ``table.md`` (maximum SIC and
-AUC per point and score), ``sic_*.pdf`` / ``roc_*.pdf`` for a few points, ``scores_*.pdf`` (distributions),
+AUC per point and score, and the energy flatness of every score: the AUC between the high- and low-energy halves
+of the background, 1/2 for a score that does not see the energy, with its null standard error), ``sic_*.pdf`` /
+``roc_*.pdf`` for a few points, ``scores_*.pdf`` (distributions),
 ``scores.npz`` (every per-shower score). The maximum SIC is restricted to cuts keeping at least
 ``--min-background`` background showers, so it cannot exceed sqrt(N_background / min_background) (the "cap"
 in the table); a value at the cap means the background sample is too small to resolve it.
@@ -46,6 +51,7 @@ from calinfer.anomaly import (
     PhysicsScore,
     ProfileScore,
     SupervisedClassifier,
+    TailScore,
     dequantization_width_of,
 )
 from calinfer.io import atomic_output
@@ -58,13 +64,19 @@ SCORES = (
     "voxels",
     "nll-mixed",
     "profile-mixed",
+    "nll-tail",
+    "nll-mixed-tail",
     "depth",
     "width",
     "response",
     "autoencoder",
     "supervised",
 )
-UNSUPERVISED = ("nll", "profile", "layers", "voxels", "nll-mixed", "profile-mixed", "depth", "width", "autoencoder")
+UNSUPERVISED = (
+    "nll", "profile", "layers", "voxels", "nll-mixed", "profile-mixed", "nll-tail", "nll-mixed-tail", "depth",
+    "width", "autoencoder",
+)  # fmt: skip
+TAIL_BASES = {"nll-tail": "nll", "nll-mixed-tail": "nll-mixed"}
 BACKGROUND_SEED = 4001  # embedded sets use 1001-1999 (photons), 2001-2999 (chi), 3001 (hadron-like)
 CURVE_POINTS = ("chi-m5-d0.33", "chi-m0.5-d0.33", "chi-m0.005-d0.66", "chi-m0.05-d1.44", "hadron-late")
 
@@ -76,11 +88,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-background", type=int, default=10_000, help="independent photon background showers")
     p.add_argument("--n-train", type=int, default=20_000, help="photon training showers for lambda and baselines")
     p.add_argument("--n-grid", type=int, default=32, help="coarse energy grid of the profile score")
+    p.add_argument(
+        "--profile-locate",
+        default="calibration",
+        choices=("calibration", "full", "layers"),
+        help="how the profile score finds the maximum: the calibration's fast full-likelihood minimum guarded by "
+        "the flow-I maximum (about 9 flow-II evaluations per shower), the --n-grid grid with zoom on the full "
+        "density (n_grid + 12), or flow I only then 5 full evaluations",
+    )
     p.add_argument("--min-background", type=float, default=50.0, help="background floor of the maximum SIC")
     p.add_argument("--bootstrap", type=int, default=50, help="bootstrap replicas for the intervals")
     p.add_argument("--folds", type=int, default=3, help="folds of the supervised classifier")
     p.add_argument("--ae-epochs", type=int, default=30)
     p.add_argument("--chunk", type=int, default=2000, help="showers scored at once (bounded memory)")
+    p.add_argument("--tail-energies", type=int, default=16, help="grid energies of the -tail calibration")
+    p.add_argument("--tail-per-energy", type=int, default=400, help="surrogate showers per -tail grid energy")
     p.add_argument("--device", help="torch device (default: GPU when present)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
@@ -90,6 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.n_background, args.n_train = min(args.n_background, 2000), min(args.n_train, 5000)
         args.n_grid, args.bootstrap, args.ae_epochs = min(args.n_grid, 16), min(args.bootstrap, 10), 5
+        args.tail_energies, args.tail_per_energy = min(args.tail_energies, 8), min(args.tail_per_energy, 250)
         args.min_background = min(args.min_background, 20.0)
     return args
 
@@ -117,7 +140,8 @@ def in_chunks(score, showers: Showers, chunk: int) -> dict[str, np.ndarray]:
 
 def unsupervised_scores(showers: Showers, models: dict, chunk: int, width: float) -> dict[str, np.ndarray]:
     """Every unsupervised score of ``showers`` (the nll pass also yields the per-part scores; the mixed scores
-    shift nll and profile by ``n_empty * ln(width)``, exactly as ``mixed=True`` does)."""
+    shift nll and profile by ``n_empty * ln(width)``, exactly as ``mixed=True`` does; the -tail scores apply
+    their calibrated tables to the base scores, as ``TailScore.transform`` does)."""
     nll = in_chunks(models["nll"], showers, chunk)
     prof = in_chunks(models["profile"], showers, chunk)
     shift = np.count_nonzero(showers.voxels <= 0, axis=1) * np.log(width)
@@ -132,6 +156,8 @@ def unsupervised_scores(showers: Showers, models: dict, chunk: int, width: float
         "e_hat": prof["e_hat"],
         "profile_at_edge": prof["at_edge"],
     }
+    for name, base in TAIL_BASES.items():
+        out[name] = models[name].transform({"score": out[base], "e_rec": nll["e_rec"]})["score"]
     for name in ("depth", "width", "response", "autoencoder"):
         out[name] = in_chunks(models[name], showers, chunk)["score"]
     return out
@@ -164,6 +190,16 @@ def json_safe(value):
     if isinstance(value, np.integer):
         return int(value)
     return value
+
+
+def energy_flatness(scores: dict, energies: np.ndarray, names) -> dict:
+    """AUC between the high- and low-energy halves of the background per score (1/2: the score does not see the
+    energy), with the Mann-Whitney null standard error sqrt((n1 + n2 + 1) / (12 n1 n2))."""
+    high = energies > np.median(energies)
+    n1, n2 = int(high.sum()), int((~high).sum())
+    se = math.sqrt((n1 + n2 + 1) / (12 * n1 * n2))
+    return {s: {"auc_high_vs_low": metrics.auc(scores[s][high], scores[s][~high]), "null_se": se,
+                "n_high": n1, "n_low": n2} for s in names}  # fmt: skip
 
 
 def label(name: str, info: dict) -> str:
@@ -214,6 +250,19 @@ def markdown(results: dict) -> str:
         for s in scores
         if p["scores"][s]["auc"] < 0.5
     ]
+    flat = results["background_energy_flatness"]
+    se = next(iter(flat.values()))["null_se"]
+    lines += [
+        "## Energy flatness of the background scores",
+        "",
+        "AUC between the high- and low-energy halves of the background (split at the median incident energy); 0.5 "
+        f"for a score that does not depend on the energy; null standard error {se:.4f}.",
+        "",
+        "| " + " | ".join(flat) + " |",
+        "|---" * len(flat) + "|",
+        "| " + " | ".join(f"{v['auc_high_vs_low']:.3f}" for v in flat.values()) + " |",
+        "",
+    ]
     lines += ["## Scores ranking signal as more normal than background (AUC < 0.5)", ""]
     lines += [f"- {b}" for b in below] or ["- none"]
     lines += ["", f"Timings (s): {', '.join(f'{k} {v:.0f}' for k, v in results['timings_s'].items())}", ""]
@@ -254,7 +303,7 @@ def make_plots(out: Path, scores: dict, points: list, args: argparse.Namespace) 
             title=f"{label(name, info)}: band",
         )
         plotting.save_figure(fig, out / f"sic_band_{name}.pdf")
-    for s in ("nll", "profile", "layers", "voxels", "nll-mixed", "profile-mixed"):
+    for s in ("nll", "profile", "layers", "voxels", "nll-mixed", "profile-mixed", *TAIL_BASES):
         samples = {"photons": bkg[s]}
         for name, info in points:
             if name in scores and (info["distance_m"] in (0.33, None) or name == "chi-m0.05-d1.44"):
@@ -297,14 +346,19 @@ def main(argv: list[str] | None = None) -> dict:
     t = time.time()
     models = {
         "nll": LikelihoodScore(surrogate, device=args.device).fit(train_bkg),
-        "profile": ProfileScore(surrogate, n_grid=args.n_grid, device=args.device),
+        "profile": ProfileScore(surrogate, n_grid=args.n_grid, locate=args.profile_locate, device=args.device),
         "depth": PhysicsScore("depth"),
         "width": PhysicsScore("width"),
         "response": PhysicsScore("response").fit(train_bkg),
         "autoencoder": AutoencoderScore(epochs=args.ae_epochs, seed=args.seed, device=args.device).fit(train_bkg),
     }
-    timings["fit"] = time.time() - t
     scale = models["nll"].scale
+    for name, base in TAIL_BASES.items():
+        base_score = LikelihoodScore(surrogate, scale=scale, mixed=base.endswith("-mixed"), device=args.device)
+        models[name] = TailScore(
+            base_score, n_energies=args.tail_energies, n_per_energy=args.tail_per_energy, seed=args.seed
+        ).calibrate(train_bkg)
+    timings["fit"] = time.time() - t
     log(
         f"lambda = {scale.value:.4f} +- {scale.uncertainty:.4f} (median E_dep/E_inc, {scale.n_showers} photons); "
         "autoencoder trained",
@@ -340,7 +394,10 @@ def main(argv: list[str] | None = None) -> dict:
             "min_background": args.min_background,
             "bootstrap": args.bootstrap,
             "n_grid": args.n_grid,
+            "profile_locate": args.profile_locate,
             "folds": args.folds,
+            "tail_calibration": {"n_energies": args.tail_energies, "n_per_energy": args.tail_per_energy,
+                                 "threshold_gev": models["nll-tail"].threshold_used},
             "scores": list(SCORES),
             "seed": args.seed,
         },
@@ -366,6 +423,9 @@ def main(argv: list[str] | None = None) -> dict:
         entry["profile_at_edge_fraction"] = float(np.mean(sig["profile_at_edge"]))
         results["points"][name] = entry
     results["background_profile_at_edge_fraction"] = float(np.mean(scores["background"]["profile_at_edge"]))
+    results["background_energy_flatness"] = energy_flatness(
+        scores["background"], eval_bkg.incident_energy, UNSUPERVISED
+    )
     timings["metrics"] = time.time() - t
     t = time.time()
     make_plots(out, scores, points, args)

@@ -486,7 +486,7 @@ def test_tail_score_is_flat_on_a_toy_that_the_surrogate_describes():
     sur = SamplingStandIn()
     bkg = toy_showers(4000, seed=51)  # 5-95 GeV uniform
     plain = make_score("nll", sur).fit(bkg[:1000])
-    tail = make_score("nll-tail", sur, n_energies=12, n_per_energy=1500).fit(bkg[:1000])
+    tail = make_score("nll-tail", sur, n_energies=12, n_per_energy=1500, threshold=None).fit(bkg[:1000])
     test = bkg[1000:]
     e = test.incident_energy
     high = e > np.median(e)
@@ -515,11 +515,11 @@ def test_tail_score_is_flat_on_real_photons():
     raw = simulate_showers(2000, energy_range=(1.0, 100.0), seed=4003)
     bkg = Showers(voxels=datasets.round_mantissa(raw.voxels), geometry=GEO, incident_energy=raw.incident_energy)
     train = datasets.load("photons-train")[:3000]
-    threshold = float(train.voxels[train.voxels > 0].min())
     e = bkg.incident_energy
     high = e > np.median(e)
-    tail = make_score("nll-mixed-tail", sur, device="cpu", n_energies=8, n_per_energy=300, threshold=threshold)
+    tail = make_score("nll-mixed-tail", sur, device="cpu", n_energies=8, n_per_energy=300)
     out = tail.fit(train).evaluate(bkg)
+    assert tail.threshold_used == pytest.approx(1e-4, rel=0.01)  # the simulation's read-out threshold
     assert metrics.auc(out["base_score"][high], out["base_score"][~high]) < 0.2  # the plain nll-mixed score
     assert abs(metrics.auc(out["score"][high], out["score"][~high]) - 0.5) < 0.05
     surv = np.exp(out["log_tail"])
@@ -571,3 +571,22 @@ def test_mixed_likelihood_is_the_midpoint_rule_of_the_empty_cells(kind, options,
     assert per_voxel[0] <= error.min() and error.max() <= per_voxel[1]
     if kind == "exponential":  # smooth on the cell scale: the second-order midpoint error (r delta)^2 / 24
         np.testing.assert_allclose(error, (options["rate"] * delta) ** 2 / 24, rtol=0.02)
+
+
+def test_profile_located_by_the_calibration_matches_a_dense_scan():
+    """locate='calibration' (the calibration's full-likelihood minimum, guarded by the flow-I maximum) against a
+    dense 40-point scan with three zoom rounds on the full density, shipped surrogate, 24 photons."""
+    from calinfer import datasets
+    from calinfer.surrogate import load_default
+
+    sur = load_default()
+    photons = datasets.load("photons-val")[:24]
+    dense = ProfileScore(sur, n_grid=40, n_refine=3, device="cpu").evaluate(photons)
+    fast = ProfileScore(sur, locate="calibration", device="cpu").evaluate(photons)
+    gap = fast["log_prob"] - dense["log_prob"]
+    assert np.mean(gap > -0.05) >= 0.95 and gap.min() > -2.0
+    np.testing.assert_allclose(sur.log_prob(photons, fast["e_hat"]), fast["log_prob"], atol=1e-3)  # exact values
+    mixed = ProfileScore(sur, locate="calibration", mixed=True, device="cpu").evaluate(photons)
+    np.testing.assert_allclose(mixed["log_prob"], fast["log_prob"])
+    with pytest.raises(InputError, match="part='full'"):
+        ProfileScore(sur, part="layers", locate="calibration")

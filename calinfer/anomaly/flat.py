@@ -126,12 +126,16 @@ class TailScore:
     tail_fraction: survival probability below which the tail is exponential.
     seed: seed of the surrogate samples (the calibration is reproducible).
     threshold: read-out threshold of the data (GeV): sampled voxels below it are set to zero, as the detector
-        does (the surrogate smears the threshold and puts some energy below it). ``None``: samples as drawn.
+        does (the surrogate smears the threshold and puts some energy below it, which changes the number of empty
+        voxels and so every likelihood score). ``"auto"``: the smallest non-zero voxel energy of the showers given
+        to :meth:`fit` (or, when calibrating on first use, of the first showers evaluated); ``None``: samples as
+        drawn.
     chunk: showers scored at once during the calibration.
 
     :meth:`fit` fits the base score (lambda for ``nll``) and calibrates; :meth:`evaluate` calibrates on first use
-    when that was not done. Outputs: the base score's outputs, plus ``base_score``, ``log_tail`` (ln of the tail
-    probability), ``z`` (its normal quantile, one-sided) and ``score = -log_tail``.
+    when that was not done; :meth:`transform` turns outputs of the base score already computed into this score.
+    Outputs: the base score's outputs, plus ``base_score``, ``log_tail`` (ln of the tail probability), ``z`` (its
+    normal quantile, one-sided) and ``score = -log_tail``.
     """
 
     def __init__(
@@ -142,7 +146,7 @@ class TailScore:
         n_per_energy: int = 400,
         tail_fraction: float = 0.1,
         seed: int = 0,
-        threshold: float | None = None,
+        threshold: float | str | None = "auto",
         chunk: int = 2000,
     ) -> None:
         if not hasattr(base.surrogate, "sample"):
@@ -156,25 +160,34 @@ class TailScore:
         self.name = f"{base.name}-tail"
         self.n_energies, self.n_per_energy = int(n_energies), int(n_per_energy)
         self.tail_fraction, self.seed, self.chunk = float(tail_fraction), int(seed), int(chunk)
-        if threshold is not None and not threshold >= 0:
-            raise InputError(f"the read-out threshold must be >= 0 GeV, got {threshold}")
+        if threshold != "auto" and threshold is not None and not float(threshold) >= 0:
+            raise InputError(f"the read-out threshold must be >= 0 GeV, None or 'auto', got {threshold!r}")
         self.threshold = threshold
         self.table: TailTable | None = None
+        self.threshold_used: float | None = None
 
     def fit(self, background: Showers) -> TailScore:
         """Fit the base score on labelled background (lambda for ``nll``), then :meth:`calibrate`."""
         self.base.fit(background)
-        return self.calibrate()
+        return self.calibrate(background)
 
-    def calibrate(self) -> TailScore:
-        """Sample the surrogate on the energy grid, score the samples with the base score, build the table."""
+    def calibrate(self, data: Showers | None = None) -> TailScore:
+        """Sample the surrogate on the energy grid, score the samples with the base score, build the table.
+
+        ``data``: recorded showers the ``"auto"`` read-out threshold is taken from (not needed otherwise).
+        """
+        threshold = self.threshold
+        if threshold == "auto":
+            positive = None if data is None else data.voxels[data.voxels > 0]
+            threshold = float(positive.min()) if positive is not None and positive.size else None
+        self.threshold_used = threshold
         log_e = np.linspace(*np.log(self.energy_range), self.n_energies)
         energies = np.repeat(np.exp(log_e), self.n_per_energy)
         samples = self.surrogate.sample(energies, seed=self.seed)
-        if self.threshold:
-            voxels = np.where(samples.voxels < self.threshold, 0.0, samples.voxels).astype(samples.voxels.dtype)
+        if threshold:
+            voxels = np.where(samples.voxels < threshold, 0.0, samples.voxels).astype(samples.voxels.dtype)
             samples = Showers(voxels=voxels, geometry=samples.geometry, incident_energy=samples.incident_energy,
-                              source=f"{samples.source}, threshold {self.threshold:g} GeV")
+                              source=f"{samples.source}, threshold {threshold:g} GeV")
         scores = np.concatenate([
             self.base.evaluate(samples[a : a + self.chunk])["score"] for a in range(0, len(samples), self.chunk)
         ])
@@ -184,11 +197,17 @@ class TailScore:
         return self
 
     def evaluate(self, showers: Showers) -> dict[str, np.ndarray]:
+        if self.table is None:
+            self.calibrate(showers)
+        return self.transform(self.base.evaluate(showers))
+
+    def transform(self, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The tail score from the base score's outputs ``out`` (as :meth:`evaluate` returns, computed once)."""
         from scipy.special import ndtri_exp
 
         if self.table is None:
-            self.calibrate()
-        out = self.base.evaluate(showers)
+            raise InputError(f"score {self.name!r} is not calibrated: call fit(background) or calibrate() first")
+        out = dict(out)
         log_tail = self.table.log_survival(out["score"], _evaluation_energy(out, self.energy_range))
         out["base_score"] = out["score"]
         out["log_tail"] = log_tail
