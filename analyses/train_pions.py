@@ -7,7 +7,8 @@ first showers of each). Only flow I (the 7 layer energies given E_inc: 4 autoreg
 as the photon default) is trained for real; flow II is a one-block, 4-wide placeholder trained for a single epoch
 (``calinfer.training`` needs a finite flow-II validation loss to write a model), so the model is for
 ``likelihood="layers"`` only: its provenance says so (``"likelihood": "layers only"``); do not use
-``--likelihood full`` with it.
+``--likelihood full`` with it. The flow-II Gaussianization table of the preprocessing (1 MB, used by flow II only)
+is dropped from the saved model to keep the package small.
 
     python analyses/train_pions.py --minutes 15 --threads 1 --work-dir /work/runs/pions/train
 
@@ -27,11 +28,20 @@ import torch
 
 from calinfer import datasets
 from calinfer.surrogate import ShowerSurrogate
-from calinfer.training import TrainConfig, train_surrogate
+from calinfer.training import TrainConfig, plot_loss_curves, train_surrogate
 
 LAYER_FLOW = {"kind": "autoregressive", "n_blocks": 4, "hidden": 32, "n_bins": 8}
 PLACEHOLDER_VOXEL_FLOW = {"kind": "coupling", "n_blocks": 1, "hidden": 4, "n_bins": 2}
 N_TRAIN, N_VAL = 50_000, 10_000
+
+
+def make_layers_only(directory: Path) -> None:
+    """Mark a trained model as a layer-likelihood model and drop its flow-II Gaussianization table."""
+    model = ShowerSurrogate.load(directory)
+    model.preprocessing.gaussianize = None
+    model.provenance["likelihood"] = "layers only: flow II is a 1-block placeholder trained on one batch"
+    model.save(directory)
+    plot_loss_curves(model.training, Path(directory) / "loss_curves.png")
 
 
 def main() -> None:
@@ -76,6 +86,7 @@ def main() -> None:
     train_surrogate(train, out, config=config, val_showers=val, layer_flow=LAYER_FLOW,
                     voxel_flow=PLACEHOLDER_VOXEL_FLOW, work_dir=args.work_dir, resume=args.resume,
                     provenance=provenance)
+    make_layers_only(out)
     logging.info("training finished in %.1f min; model in %s", (time.time() - start) / 60, out)
 
     reloaded = ShowerSurrogate.load(out, geometry="calochallenge-ds1-pions")
