@@ -4,11 +4,15 @@
 surrogate the voxel part ``ln p_voxels(x | layer energies, E)``; for an ensemble the log of the mixture of the
 members' voxel parts weighted by their layer likelihoods). The first term (flow I) is cheap and evaluated exactly,
 in float64, wherever it is needed; ``D`` is smooth in ``ln E`` and is evaluated exactly at a few nodes per shower
-(one batched surrogate call for all showers x nodes) and interpolated between them by a Chebyshev polynomial in
-``ln E`` through all the nodes of that shower. The nodes start as ``n_nodes`` Chebyshev points of the window where
+(one batched surrogate call for all showers x nodes) and interpolated between them in ``ln E`` by the
+Floater-Hormann barycentric rational interpolant of order ``min(2, nodes - 1)`` through all the nodes of that
+shower (the polynomial through them for up to 3 nodes; free of poles and stable for any node placement). The
+nodes start as ``n_nodes`` Chebyshev-Lobatto points (ends included) of the window where
 the layer likelihood is within ``window_delta`` of its global minimum (the full likelihood's minimum and interval
 lie there unless flow II contradicts flow I by more than that); every exact evaluation made later (the checks of
-:class:`calinfer.calibration.Calibrator`) becomes a node too. Outside the window ``D`` is held at its edge value.
+:class:`calinfer.calibration.Calibrator`) becomes a node too and widens the window to hold it. Outside the window
+``D`` is held at its edge value (no minimum is invented there); :meth:`FullNLLTable.widen` opens a wider window
+where the full likelihood is not closed inside the first one.
 
 Only the surrogate interface is used: ``log_prob(showers, energies, part="full" | "layers", dtype=, device=,
 batch_size=)`` and ``log_prob_layers`` (with ``geometry.layer_energies``) where the surrogate has them.
@@ -20,7 +24,6 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numpy.polynomial import chebyshev
 
 from calinfer.calibration.scan import DEFAULT_ENERGY_RANGE, adaptive_scan
 from calinfer.errors import InputError
@@ -45,9 +48,10 @@ class FullLikelihood:
     ----------
     surrogate: object with ``log_prob(voxels (N, V), energies (N, G), part=..., dtype=, device=, batch_size=)``.
     energy_range: allowed ``(lo, hi)`` GeV (default: the surrogate's, else 1-100 GeV).
-    n_nodes: exact evaluations of ``D`` per shower to start from (Chebyshev points in ``ln E`` of the window).
+    n_nodes: exact evaluations of ``D`` per shower to start from (Chebyshev-Lobatto points in ``ln E`` of the window).
     window_delta: the window holds every energy where ``-ln L_layers`` is within this of its minimum.
-    max_nodes: the most nodes one interpolant interpolates (beyond: least squares of that degree - 1).
+    order: Floater-Hormann order (the degree of the local polynomials blended; 2: quadratic).
+    min_spacing: a new node closer than this (in ``ln E``) to an existing one replaces it.
     dtype: torch dtype of the flow-II evaluations (float32: its ~4e-4 round-off noise in -ln L is smoothed by
         the interpolant; the flow-I term is always float64).
     device, batch_size: passed to the surrogate (``batch_size`` (shower, energy) pairs per flow-II call: small
@@ -63,7 +67,8 @@ class FullLikelihood:
         energy_range: tuple[float, float] | None = None,
         n_nodes: int = 3,
         window_delta: float = 8.0,
-        max_nodes: int = 12,
+        order: int = 2,
+        min_spacing: float = 5e-3,
         dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
         batch_size: int | None = 64,
@@ -76,15 +81,16 @@ class FullLikelihood:
         lo, hi = energy_range or getattr(surrogate, "energy_range", None) or DEFAULT_ENERGY_RANGE
         if not 0 < lo < hi:
             raise InputError(f"energy range must satisfy 0 < lo < hi (GeV), got ({lo}, {hi})")
-        if n_nodes < 2 or max_nodes < n_nodes:
-            raise InputError(f"need 2 <= n_nodes <= max_nodes, got n_nodes={n_nodes}, max_nodes={max_nodes}")
+        if n_nodes < 2 or order < 1:
+            raise InputError(f"need n_nodes >= 2 and order >= 1, got n_nodes={n_nodes}, order={order}")
         if window_delta <= 0.5:
             raise InputError(f"window_delta must exceed 0.5, got {window_delta}")
         self.surrogate = surrogate
         self.energy_range = (float(lo), float(hi))
         self.n_nodes = int(n_nodes)
         self.window_delta = float(window_delta)
-        self.max_nodes = int(max_nodes)
+        self.order = int(order)
+        self.min_spacing = float(min_spacing)
         self.dtype = torch.float32 if dtype is None else dtype
         self.device = device
         self.batch_size = batch_size
@@ -121,16 +127,17 @@ class FullLikelihood:
             kwargs["batch_size"] = self.batch_size
         return _finite_nll(self.surrogate.log_prob(x, energies, part="full", **kwargs))  # type: ignore[attr-defined]
 
-    def windows(self, layer_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per shower ``(u_lo, u_hi)`` (``u = ln E``): where ``-ln L_layers`` is within ``window_delta`` of its
-        global minimum (all basins that come that close)."""
+    def windows(self, layer_x: np.ndarray, delta: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per shower ``(u_lo, u_hi)`` (``u = ln E``): where ``-ln L_layers`` is within ``delta`` (default
+        ``window_delta``) of its global minimum (all basins that come that close)."""
+        delta = self.window_delta if delta is None else float(delta)
         u_min, u_max = (math.log(e) for e in self.energy_range)
         n = len(layer_x)
         scan = adaptive_scan(
             lambda rows, u: self.layer_nll(layer_x[rows], np.exp(u)),
             np.full(n, u_min), np.full(n, u_max),
             n_scan=self.n_scan, min_width=self.min_width, max_points=self.max_scan,
-            rise=self.window_delta, parabola_rise=self.window_delta, multimodal_delta=2.0,
+            rise=delta, parabola_rise=delta, multimodal_delta=2.0,
         )
         return scan.hull_lo, scan.hull_hi
 
@@ -155,22 +162,34 @@ class FullNLLTable:
         self.owner = owner
         self.x, self.layer_x = x, layer_x
         self.a, self.b = np.array(a, dtype=np.float64), np.array(b, dtype=np.float64)
-        n, cap = len(x), owner.max_nodes
+        n = len(x)
         self._u = np.zeros((n, 0))
         self._d = np.zeros((n, 0))
         self._count = np.zeros(n, dtype=int)
-        self._coef = np.zeros((n, cap))
+        self._w = np.zeros((n, 0))  # barycentric weights of the (sorted) nodes
         self.evaluations = 0
-        t = np.cos(np.pi * (2 * np.arange(owner.n_nodes) + 1) / (2 * owner.n_nodes))[::-1]
-        u = 0.5 * (self.a + self.b)[:, None] + 0.5 * (self.b - self.a)[:, None] * t[None, :]
-        self.exact(np.exp(u))
+        self.exact(np.exp(self._lobatto(self.a, self.b)))
 
     def __len__(self) -> int:
         return len(self.x)
 
+    def _lobatto(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        t = -np.cos(np.pi * np.arange(self.owner.n_nodes) / (self.owner.n_nodes - 1))
+        return 0.5 * (a + b)[:, None] + 0.5 * (b - a)[:, None] * t[None, :]
+
+    def widen(self, rows: np.ndarray, delta: float) -> None:
+        """Give ``rows`` the window where ``-ln L_layers`` is within ``delta`` of its minimum (if wider), with
+        ``n_nodes`` new nodes across it (one surrogate call)."""
+        rows = np.asarray(rows)
+        if len(rows) == 0:
+            return
+        a, b = self.owner.windows(self.layer_x[rows], delta)
+        a, b = np.minimum(a, self.a[rows]), np.maximum(b, self.b[rows])
+        self.exact(np.exp(self._lobatto(a, b)), rows)
+
     @property
     def window(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(E_lo, E_hi)`` GeV per shower: the interval the nodes span (``D`` is held constant outside)."""
+        """``(E_lo, E_hi)`` GeV per shower: where ``D`` is interpolated (the span of the nodes)."""
         return np.exp(self.a), np.exp(self.b)
 
     @property
@@ -191,13 +210,23 @@ class FullNLLTable:
         return np.broadcast_to(e, (n, e.shape[1]))
 
     def remainder(self, energies: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """Interpolated ``D(E) = ln p_full - ln p_layers`` at energies ``(n, G)`` GeV (held constant outside the
-        window)."""
+        """Interpolated ``D(E) = ln p_full - ln p_layers`` at energies ``(n, G)`` GeV (held at the edge value
+        outside the window)."""
         rows = self._rows(rows)
         u = np.log(self._grid(energies, len(rows)))
         a, b = self.a[rows, None], self.b[rows, None]
-        t = np.clip((2 * u - a - b) / (b - a), -1.0, 1.0)
-        return chebyshev.chebval(t, self._coef[rows].T[:, :, None], tensor=False)
+        return self._interpolate(rows, np.clip(u, a, b))
+
+    def _interpolate(self, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """The barycentric interpolant of each row's nodes at ``u (n, G)`` (inside the node range)."""
+        x, f, w = self._u[rows][:, None, :], self._d[rows][:, None, :], self._w[rows][:, None, :]
+        diff = u[:, :, None] - x
+        at = np.abs(diff) < 1e-12
+        with np.errstate(divide="ignore", invalid="ignore"):
+            c = np.where(at, 0.0, w / np.where(at, 1.0, diff))
+            value = (c * f).sum(axis=2) / c.sum(axis=2)
+        hit = at & (w != 0)
+        return np.where(hit.any(axis=2), (np.where(hit, f, 0.0)).sum(axis=2) / np.maximum(hit.sum(axis=2), 1), value)
 
     def nll(self, energies: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """``-ln L_full`` at energies ``(1, G)`` or ``(n, G)`` GeV -> ``(n, G)``: exact flow-I term (float64) minus
@@ -233,10 +262,13 @@ class FullNLLTable:
             valid = np.arange(self._u.shape[1])[None, :] < self._count[rows, None]
             dist = np.where(valid, np.abs(self._u[rows] - u[:, None]), np.inf)
             near = dist.argmin(axis=1)
-            dup = dist[np.arange(len(rows)), near] <= 1e-6 * span
+            dup = dist[np.arange(len(rows)), near] <= np.maximum(1e-6 * span, self.owner.min_spacing)
         else:
             near, dup = np.zeros(len(rows), int), np.zeros(len(rows), bool)
-        self._d[rows[dup], near[dup]] = d[dup]  # the same energy again: keep the newer value
+        # (almost) the same energy again: keep the newer value; nodes closer than min_spacing would turn the
+        # round-off noise of -ln L into slope
+        self._u[rows[dup], near[dup]] = u[dup]
+        self._d[rows[dup], near[dup]] = d[dup]
         new = ~dup
         if self._count[rows[new]].max(initial=0) >= self._u.shape[1]:
             self._u = np.pad(self._u, ((0, 0), (0, 4)))
@@ -249,19 +281,31 @@ class FullNLLTable:
         self.b[r] = np.maximum(self.b[r], u[new])
 
     def _fit(self, rows: np.ndarray) -> None:
-        """Chebyshev coefficients (in t = (2u - a - b) / (b - a)) interpolating each row's nodes."""
-        cap = self.owner.max_nodes
-        self._coef[rows] = 0.0
+        """Sort each row's nodes and compute their Floater-Hormann weights (zero for the padding)."""
+        width = self._u.shape[1]
+        if self._w.shape[1] < width:
+            self._w = np.pad(self._w, ((0, 0), (0, width - self._w.shape[1])))
+        valid = np.arange(width)[None, :] < self._count[rows, None]
+        order = np.argsort(np.where(valid, self._u[rows], np.inf), axis=1)
+        self._u[rows] = np.take_along_axis(self._u[rows], order, 1)
+        self._d[rows] = np.take_along_axis(self._d[rows], order, 1)
+        self._w[rows] = 0.0
         for k in np.unique(self._count[rows]):
             r = rows[self._count[rows] == k]
-            if k == 0:
-                continue
-            a, b = self.a[r, None], self.b[r, None]
-            t = (2 * self._u[r, :k] - a - b) / np.maximum(b - a, 1e-12)
-            deg = min(k, cap) - 1
-            v = chebyshev.chebvander(t, deg)  # (m, k, deg + 1)
-            if deg + 1 == k:
-                coef = np.linalg.solve(v, self._d[r, :k, None])[..., 0]
-            else:
-                coef = (np.linalg.pinv(v) @ self._d[r, :k, None])[..., 0]
-            self._coef[r, : deg + 1] = coef
+            if k > 0:
+                self._w[r, :k] = _floater_hormann(self._u[r, :k], min(self.owner.order, k - 1))
+
+
+def _floater_hormann(x: np.ndarray, d: int) -> np.ndarray:
+    """Barycentric weights (m, k) of the Floater-Hormann interpolant of order ``d`` on sorted nodes ``x (m, k)``."""
+    m, k = x.shape
+    w = np.zeros((m, k))
+    for j in range(k):
+        for i in range(max(0, j - d), min(j, k - 1 - d) + 1):
+            prod = np.ones(m)
+            for q in range(i, i + d + 1):
+                if q != j:
+                    prod = prod / np.abs(x[:, j] - x[:, q])
+            w[:, j] += prod
+        w[:, j] *= (-1.0) ** (j - d)
+    return w

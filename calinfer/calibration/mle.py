@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_ENERGY_RANGE", "CalibrationResult", "Calibrator", "Status", "describe_status", "profile_full"]
 
+_DEBUG = False
 _WIDEN = 1.5  # refinement grids span the parabola's bracket widened by this factor
 _Function = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (rows, energies (n, G) GeV) -> -ln L (n, G)
 
@@ -206,11 +207,11 @@ class Calibrator:
         n_polish: int = 8,
         polish_width: float = 0.3,
         multimodal_delta: float = 2.0,
-        edge_tolerance: float = 0.01,
+        edge_tolerance: float = 0.02,
         full_method: str = "nodes",
         n_nodes: int = 3,
         window_delta: float = 8.0,
-        max_repair: int = 2,
+        max_repair: int = 3,
         batch_size: int = 2048,
         workers: int = 1,
         dtype: torch.dtype | None = None,
@@ -245,6 +246,7 @@ class Calibrator:
         self.edge_tolerance = float(edge_tolerance)
         self.full_method = full_method
         self.max_repair = int(max_repair)
+        self.window_delta = float(window_delta)
         self.batch_size = int(batch_size)
         self.workers = max(1, int(workers))
         self._options: dict = {} if dtype is None else {"dtype": dtype}
@@ -453,50 +455,76 @@ class Calibrator:
         self, result: CalibrationResult, scan: ScanResult, cheap: _Function, exact: _Function,
         table: FullNLLTable | None, intervals: bool = True,
     ) -> None:
-        """Step 5: -ln L itself at E_mle, E_lo, E_hi; refits (interpolated likelihood) or secant repairs of the
-        edges where it disagrees; CONVERGED cleared where it still does. ``result.nll`` becomes the exact value."""
+        """Step 5: -ln L itself at E_mle (and E_lo, E_hi); for the interpolated full likelihood also at a second
+        basin the scan saw, with a refit of the showers where the interpolant was off (its nodes now include these
+        points) and a wider window where the likelihood is not closed inside the window; secant repairs of edges
+        that are off; CONVERGED cleared where anything stays off. ``result.nll`` becomes the exact value."""
         tol = self.edge_tolerance
         rows = np.flatnonzero(result.has(Status.CONVERGED))
+        widened = np.zeros(len(result), dtype=bool)
+        bad = mle_bad = rows[:0]
         for round_ in range(self.max_repair + 1 if table is not None else 1):
             if len(rows) == 0:
-                return
-            pts = np.log(np.stack([result.e_mle[rows], result.e_lo[rows], result.e_hi[rows]], axis=1))
+                break
             k = 3 if intervals else 1  # E_mle, E_lo, E_hi or E_mle alone
-            pts = pts[:, :k]
-            if scan is not None and table is not None:  # a second basin the scan saw: is it really higher?
-                second = np.where(scan.multimodal[rows], scan.u_second[rows], pts[:, 0])
-                pts = np.concatenate([pts, np.where(np.isfinite(second), second, pts[:, 0])[:, None]], axis=1)
+            pts = np.log(np.stack([result.e_mle[rows], result.e_lo[rows], result.e_hi[rows]], axis=1))[:, :k]
             guess = cheap(rows, np.exp(pts)) if table is not None else None
             values = exact(rows, np.exp(pts))
             f_hat = values[:, 0]
             result.nll[rows] = f_hat
-            mle_ok = np.all(values[:, k:] >= f_hat[:, None] - tol, axis=1)
+            mle_ok = np.ones(len(rows), dtype=bool)
+            if table is not None:  # a second basin the scan saw: is it really higher?
+                two = np.flatnonzero(scan.multimodal[rows] & np.isfinite(scan.u_second[rows]))
+                if len(two):
+                    u2 = scan.u_second[rows[two], None]
+                    off = np.abs(cheap(rows[two], np.exp(u2)) - exact(rows[two], np.exp(u2)))[:, 0]
+                    mle_ok[two] = off <= tol
             if table is None:
                 mle_ok &= f_hat <= scan.y_best[rows] + tol  # the scan values are exact here: none may be lower
             else:
-                mle_ok &= np.all(np.abs(guess[:, :k] - values[:, :k]) <= tol, axis=1)
+                mle_ok &= np.all(np.abs(guess - values) <= tol, axis=1)
+                # closed: -ln L at both window edges (nodes, so exact) at least window_delta / 2 above the minimum,
+                # or the edge is the range's
+                u_range = (math.log(self.energy_range[0]), math.log(self.energy_range[1]))
+                edges = np.stack([table.a[rows], table.b[rows]], axis=1)
+                rise = cheap(rows, np.exp(edges)) - f_hat[:, None]
+                at_range = np.stack([edges[:, 0] <= u_range[0] + 1e-9, edges[:, 1] >= u_range[1] - 1e-9], axis=1)
+                closed = np.all((rise >= 0.5 * self.window_delta) | at_range, axis=1)
+                wide = rows[~closed & ~widened[rows]]
+                table.widen(wide, 3 * self.window_delta)
+                widened[wide] = True
+                mle_ok &= closed
             ok = (self._edges_ok(result, rows, values) if intervals else True) & mle_ok
+            if _DEBUG and table is not None:
+                e_ok = self._edges_ok(result, rows, values)
+                print(f"round {round_}: rows {len(rows)} not closed {(~closed).sum()} interp-off "
+                      f"{(~np.all(np.abs(guess - values) <= tol, axis=1)).sum()} edges-off {(~e_ok).sum()} "
+                      f"max |guess-exact| {np.abs(guess - values).max():.3g}")
+                w = np.abs(guess - values).max(axis=1).argmax()
+                if np.abs(guess - values).max() > 1:
+                    r = rows[w]
+                    print("  worst", np.exp(pts[w]), guess[w] - f_hat[w], values[w] - f_hat[w], "nodes",
+                          np.exp(table._u[r, :table._count[r]]), table._d[r, :table._count[r]] - table._d[r, 0],
+                          "window", np.exp([table.a[r], table.b[r]]))
             bad, mle_bad = rows[~ok], rows[~mle_ok]
             if table is None or len(bad) == 0 or round_ == self.max_repair:
                 break
-            # the interpolant now has nodes at the three points; fit those showers again on it, in a window
-            # grown by half its width on a side where an edge of the result sits at the window's edge
-            span = table.b[bad] - table.a[bad]
-            lo_side = np.log(result.e_lo[bad]) <= table.a[bad] + 1e-3 * span
-            hi_side = np.log(result.e_hi[bad]) >= table.b[bad] - 1e-3 * span
-            u_range = (math.log(self.energy_range[0]), math.log(self.energy_range[1]))
-            lo = np.where(lo_side, np.maximum(table.a[bad] - 0.5 * span, u_range[0]), table.a[bad])
-            hi = np.where(hi_side, np.minimum(table.b[bad] + 0.5 * span, u_range[1]), table.b[bad])
-            again, _ = self._fit_rows(cheap, bad, lo, hi)
+            # the interpolant now has nodes at these points (and a wider window where it was not closed)
+            again, rescan = self._fit_rows(cheap, bad, table.a[bad].copy(), table.b[bad].copy())
             for f in fields(CalibrationResult):
                 getattr(result, f.name)[bad] = getattr(again, f.name)
+            for f in fields(ScanResult):
+                getattr(scan, f.name)[bad] = getattr(rescan, f.name)
             rows = bad[again.has(Status.CONVERGED)]
             lost = bad[~again.has(Status.CONVERGED)]
-            result.nll[lost] = exact(lost, result.e_mle[lost, None])[:, 0] if len(lost) else result.nll[lost]
+            if len(lost):
+                result.nll[lost] = exact(lost, result.e_mle[lost, None])[:, 0]
+            bad = mle_bad = rows[:0]
         if len(bad):
             if intervals:
                 self._repair_edges(result, bad, exact)
             result.status[mle_bad] &= ~_CONVERGED
+        result.status[~scan.resolved] &= ~_CONVERGED  # the scan ran out of points: no global minimum guaranteed
 
     def _edges_ok(self, result: CalibrationResult, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Both edges at Delta(-ln L) = 0.5 within the tolerance (an open side: the range edge below 0.5 + tol)."""
@@ -696,9 +724,13 @@ class _Spline:
         return j, (s - j) / self.k
 
     def __call__(self, u: float) -> float:
+        if not math.isfinite(u):  # MINOS may probe a non-finite step after a flat stretch
+            return _FCN_INVALID
         j, dt = self._locate(u)
         return ((self.c3[j] * dt + self.c2[j]) * dt + self.c1[j]) * dt + self.c0[j]
 
     def grad(self, u: float) -> list[float]:
+        if not math.isfinite(u):
+            return [0.0]
         j, dt = self._locate(u)
         return [((3.0 * self.c3[j] * dt + 2.0 * self.c2[j]) * dt + self.c1[j]) / (self.h * self.k)]

@@ -40,6 +40,8 @@ class ScanResult:
     n_points: grid points used for the row.
     hull_lo, hull_hi: where the outermost grid points within the bracket rise of the minimum reach that rise
         (linear interpolation to the next grid point): all the basins that come that close, and what lies between.
+    resolved: no interval that could hide a deeper minimum was left when the scan stopped (False: ``max_points``
+        was reached first, so the best point found need not be the global minimum).
     """
 
     a_safe: np.ndarray
@@ -54,6 +56,7 @@ class ScanResult:
     n_points: np.ndarray
     hull_lo: np.ndarray
     hull_hi: np.ndarray
+    resolved: np.ndarray
 
 
 def adaptive_scan(
@@ -92,6 +95,7 @@ def adaptive_scan(
         length = np.diff(u, axis=1)
         split = length > reach[:, :-1] + reach[:, 1:]
         split &= np.arange(length.shape[1])[None, :] < (count - 1)[:, None]  # not the padding
+        wanted = split.any(axis=1)
         split &= count[:, None] + np.cumsum(split, axis=1) <= max_points  # the first ones until the row is full
         rows, seg = np.nonzero(split)
         if len(rows) == 0:
@@ -99,7 +103,8 @@ def adaptive_scan(
         u_new = 0.5 * (u[rows, seg] + u[rows, seg + 1])
         y_new = fn(rows, u_new[:, None])[:, 0]
         u, y, count = _insert(u, y, count, rows, u_new, y_new)
-    out = ScanResult(*(np.empty(n) for _ in range(4)), np.zeros(n, bool), *(np.empty(n) for _ in range(7)))
+    out = ScanResult(*(np.empty(n) for _ in range(4)), np.zeros(n, bool), *(np.empty(n) for _ in range(7)),
+                     resolved=~wanted)
     _summarize(out, np.arange(n), u, y, rise, parabola_rise, multimodal_delta)
     out.n_points[:] = count
     return out
