@@ -7,13 +7,16 @@ the surrogate's ``log_prob`` by part (the rest is the score's own numpy work). T
 first (that cost is reported separately: it is paid once per surrogate, not per shower).
 
 Run: ``python benchmarks/bench_anomaly.py [--model DIR] [--threads 1] [--n 2000] [--batch-size 64]
-[--scores nll nll-mixed ...] [--out bench_anomaly.json]``; prints a table and writes the numbers as JSON.
+[--scores nll nll-mixed ...] [--profile-locate calibration|full|layers] [--out bench_anomaly.json]``; prints a
+table and writes the numbers as JSON. The showers per second scale with the machine's load; the surrogate pairs
+per shower do not.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from collections import defaultdict
@@ -74,6 +77,8 @@ class TimedSurrogate:
 
 def bench_score(name: str, surrogate: TimedSurrogate, showers, train, args) -> dict:
     options: dict = {"device": args.device, "batch_size": args.batch_size}
+    if name.startswith("profile"):
+        options["locate"] = None if args.profile_locate == "full" else args.profile_locate
     if name.endswith("-tail"):
         options.update(n_energies=args.tail_energies, n_per_energy=args.tail_per_energy)
     score = make_score(name, surrogate, **options)
@@ -108,6 +113,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--chunk", type=int, default=2000, help="showers per evaluate() call")
     p.add_argument("--tail-energies", type=int, default=16, help="grid energies of the -tail calibration")
     p.add_argument("--tail-per-energy", type=int, default=400, help="surrogate showers per grid energy")
+    p.add_argument("--profile-locate", default="calibration", choices=("calibration", "full", "layers"),
+                   help="ProfileScore(locate=...) of the profile scores ('full': the 32-point grid with zoom)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="JSON output file")
@@ -118,7 +125,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     showers, train = photons[: args.n], photons[args.n : args.n + 5000]
     rows = []
     batch = args.batch_size or "default"
-    print(f"{args.n} photons, {args.threads} thread(s), device {args.device}, batch size {batch}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{args.n} photons, {args.threads} thread(s), device {args.device}, batch size {batch}, load average {load}")
     print(f"{'score':>20} {'showers/s':>10} {'fit s':>7}  pairs/shower by part      time share by part")
     for name in args.scores:
         row = bench_score(name, surrogate, showers, train, args)
@@ -128,7 +136,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"{name:>20} {row['showers_per_s']:10.0f} {row['fit_seconds']:7.1f}  {pairs:<25} {share}", flush=True)
     if args.out:
         record = {"machine": platform.processor() or platform.machine(), "threads": args.threads,
-                  "device": args.device, "n": args.n, "batch_size": args.batch_size, "rows": rows}
+                  "device": args.device, "n": args.n, "batch_size": args.batch_size,
+                  "profile_locate": args.profile_locate, "load_average": os.getloadavg(), "rows": rows}
         with atomic_output(Path(args.out)) as tmp:
             tmp.write_text(json.dumps(record, indent=1) + "\n")
     return rows
