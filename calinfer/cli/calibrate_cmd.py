@@ -75,7 +75,7 @@ def calibrate_file(
         "model": model_label,
         "likelihood": calibrator.likelihood,
         "energy_range_gev": list(calibrator.energy_range),
-        "status_bits": {flag.name.lower(): int(flag) for flag in Status} | {"empty": EMPTY},
+        "status_bits": {flag.name.lower(): int(flag) for flag in Status},  # the same as the many-files runs
         "interval": "Delta(-ln L) = 0.5 (68.3%), iminuit MIGRAD + MINOS on a spline of -ln L in ln E",
         "calinfer_version": __version__,
     }
