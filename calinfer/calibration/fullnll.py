@@ -71,7 +71,7 @@ class FullLikelihood:
         min_spacing: float = 5e-3,
         dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
-        batch_size: int | None = 64,
+        batch_size: int | None = 256,
         n_scan: int = 24,
         min_width: float = 0.01,
         max_scan: int = 400,
@@ -127,10 +127,10 @@ class FullLikelihood:
             kwargs["batch_size"] = self.batch_size
         return _finite_nll(self.surrogate.log_prob(x, energies, part="full", **kwargs))  # type: ignore[attr-defined]
 
-    def windows(self, layer_x: np.ndarray, delta: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Per shower ``(u_lo, u_hi)`` (``u = ln E``): where ``-ln L_layers`` is within ``delta`` (default
-        ``window_delta``) of its global minimum (all basins that come that close)."""
-        delta = self.window_delta if delta is None else float(delta)
+    def windows(self, layer_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per shower ``(u_lo, u_hi)`` (``u = ln E``): where ``-ln L_layers`` is within ``window_delta`` of its
+        global minimum (all basins that come that close)."""
+        delta = self.window_delta
         u_min, u_max = (math.log(e) for e in self.energy_range)
         n = len(layer_x)
         scan = adaptive_scan(
@@ -177,14 +177,13 @@ class FullNLLTable:
         t = -np.cos(np.pi * np.arange(self.owner.n_nodes) / (self.owner.n_nodes - 1))
         return 0.5 * (a + b)[:, None] + 0.5 * (b - a)[:, None] * t[None, :]
 
-    def widen(self, rows: np.ndarray, delta: float) -> None:
-        """Give ``rows`` the window where ``-ln L_layers`` is within ``delta`` of its minimum (if wider), with
-        ``n_nodes`` new nodes across it (one surrogate call)."""
+    def widen(self, rows: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+        """Extend the window of ``rows`` to ``[lo, hi]`` (``u = ln E``, where wider) with ``n_nodes`` new nodes across
+        the extended window (one surrogate call)."""
         rows = np.asarray(rows)
         if len(rows) == 0:
             return
-        a, b = self.owner.windows(self.layer_x[rows], delta)
-        a, b = np.minimum(a, self.a[rows]), np.maximum(b, self.b[rows])
+        a, b = np.minimum(lo, self.a[rows]), np.maximum(hi, self.b[rows])
         self.exact(np.exp(self._lobatto(a, b)), rows)
 
     @property

@@ -62,7 +62,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_ENERGY_RANGE", "CalibrationResult", "Calibrator", "Status", "describe_status", "profile_full"]
 
-_DEBUG = False
 _WIDEN = 1.5  # refinement grids span the parabola's bracket widened by this factor
 _Function = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (rows, energies (n, G) GeV) -> -ln L (n, G)
 
@@ -211,7 +210,7 @@ class Calibrator:
         full_method: str = "nodes",
         n_nodes: int = 3,
         window_delta: float = 8.0,
-        max_repair: int = 3,
+        max_repair: int = 5,
         batch_size: int = 2048,
         workers: int = 1,
         dtype: torch.dtype | None = None,
@@ -463,6 +462,7 @@ class Calibrator:
         rows = np.flatnonzero(result.has(Status.CONVERGED))
         widened = np.zeros(len(result), dtype=bool)
         bad = mle_bad = rows[:0]
+        edges_only: list[tuple[np.ndarray, np.ndarray]] = []  # (rows, -ln L at E_mle, E_lo, E_hi)
         for round_ in range(self.max_repair + 1 if table is not None else 1):
             if len(rows) == 0:
                 break
@@ -489,24 +489,19 @@ class Calibrator:
                 edges = np.stack([table.a[rows], table.b[rows]], axis=1)
                 rise = cheap(rows, np.exp(edges)) - f_hat[:, None]
                 at_range = np.stack([edges[:, 0] <= u_range[0] + 1e-9, edges[:, 1] >= u_range[1] - 1e-9], axis=1)
-                closed = np.all((rise >= 0.5 * self.window_delta) | at_range, axis=1)
-                wide = rows[~closed & ~widened[rows]]
-                table.widen(wide, 3 * self.window_delta)
-                widened[wide] = True
+                open_side = (rise < 0.5 * self.window_delta) & ~at_range
+                closed = ~open_side.any(axis=1)
+                wide = ~closed & ~widened[rows]  # once: the open side(s) out to the range's edge
+                table.widen(rows[wide], np.where(open_side[wide, 0], u_range[0], edges[wide, 0]),
+                            np.where(open_side[wide, 1], u_range[1], edges[wide, 1]))
+                widened[rows[wide]] = True
                 mle_ok &= closed
-            ok = (self._edges_ok(result, rows, values) if intervals else True) & mle_ok
-            if _DEBUG and table is not None:
-                e_ok = self._edges_ok(result, rows, values)
-                print(f"round {round_}: rows {len(rows)} not closed {(~closed).sum()} interp-off "
-                      f"{(~np.all(np.abs(guess - values) <= tol, axis=1)).sum()} edges-off {(~e_ok).sum()} "
-                      f"max |guess-exact| {np.abs(guess - values).max():.3g}")
-                w = np.abs(guess - values).max(axis=1).argmax()
-                if np.abs(guess - values).max() > 1:
-                    r = rows[w]
-                    print("  worst", np.exp(pts[w]), guess[w] - f_hat[w], values[w] - f_hat[w], "nodes",
-                          np.exp(table._u[r, :table._count[r]]), table._d[r, :table._count[r]] - table._d[r, 0],
-                          "window", np.exp([table.a[r], table.b[r]]))
-            bad, mle_bad = rows[~ok], rows[~mle_ok]
+            edges_ok = self._edges_ok(result, rows, values) if intervals else np.ones(len(rows), dtype=bool)
+            # E_mle right but an edge off: secant steps on -ln L itself (one evaluation each), no refit
+            if intervals:
+                edges_only.append((rows[mle_ok & ~edges_ok], values[mle_ok & ~edges_ok, :3]))
+                last = (rows[~mle_ok], values[~mle_ok, :3])
+            bad, mle_bad = rows[~mle_ok], rows[~mle_ok]
             if table is None or len(bad) == 0 or round_ == self.max_repair:
                 break
             # the interpolant now has nodes at these points (and a wider window where it was not closed)
@@ -520,10 +515,13 @@ class Calibrator:
             if len(lost):
                 result.nll[lost] = exact(lost, result.e_mle[lost, None])[:, 0]
             bad = mle_bad = rows[:0]
-        if len(bad):
-            if intervals:
-                self._repair_edges(result, bad, exact)
-            result.status[mle_bad] &= ~_CONVERGED
+        if intervals and len(bad):
+            edges_only.append(last)
+        if edges_only:
+            repair, known = np.concatenate([r for r, _ in edges_only]), np.concatenate([v for _, v in edges_only])
+            if len(repair):
+                self._repair_edges(result, repair, exact, known)
+        result.status[mle_bad] &= ~_CONVERGED
         result.status[~scan.resolved] &= ~_CONVERGED  # the scan ran out of points: no global minimum guaranteed
 
     def _edges_ok(self, result: CalibrationResult, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -535,18 +533,20 @@ class Calibrator:
         ok_hi = np.where(open_hi, d_hi <= _UP + tol, np.abs(d_hi - _UP) <= tol)
         return ok_lo & ok_hi
 
-    def _repair_edges(self, result: CalibrationResult, rows: np.ndarray, exact: _Function, steps: int = 6) -> None:
+    def _repair_edges(
+        self, result: CalibrationResult, rows: np.ndarray, exact: _Function, known: np.ndarray, steps: int = 6
+    ) -> None:
         """Secant steps on ``h(u) = sqrt(2 Delta(-ln L))`` (about linear in u near the minimum) towards h = 1 for
-        each edge of ``rows`` that is off; CONVERGED is cleared where an edge (or E_mle) stays off."""
+        each edge of ``rows`` that is off, from ``known`` (n, 3) exact -ln L at E_mle, E_lo, E_hi; CONVERGED is
+        cleared where an edge stays off."""
         tol = self.edge_tolerance
         u_min, u_max = math.log(self.energy_range[0]), math.log(self.energy_range[1])
         u_hat = np.log(result.e_mle[rows])
-        f_hat = exact(rows, result.e_mle[rows, None])[:, 0]
-        result.nll[rows] = f_hat
+        f_hat = known[:, 0]
         good = np.ones(len(rows), dtype=bool)
-        for side, name, flag in ((-1, "e_lo", _OPEN_LOW), (1, "e_hi", _OPEN_HIGH)):
+        for side, name, flag, col in ((-1, "e_lo", _OPEN_LOW, 1), (1, "e_hi", _OPEN_HIGH, 2)):
             u1 = np.log(getattr(result, name)[rows])
-            d1 = exact(rows, np.exp(u1)[:, None])[:, 0] - f_hat
+            d1 = known[:, col] - f_hat
             is_open = (result.status[rows] & flag) != 0
             done = np.where(is_open, d1 <= _UP + tol, np.abs(d1 - _UP) <= tol)
             u0, h0 = u_hat.copy(), np.zeros(len(rows))
