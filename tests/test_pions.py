@@ -128,6 +128,7 @@ def test_cli_simulates_pions(tmp_path):
     assert bad.exit_code != 0 and "Error" in bad.output
 
 
+@pytest.mark.slow
 def test_shipped_pion_model_calibrates_with_covering_intervals():
     torch = pytest.importorskip("torch")
     from calinfer.calibration import Calibrator
@@ -136,13 +137,13 @@ def test_shipped_pion_model_calibrates_with_covering_intervals():
     torch.set_num_threads(1)
     model = load_model("pions")
     assert model.geometry.name == "calochallenge-ds1-pions"
-    assert model.training["voxels"]["epochs"] == 0  # a layer-energy model: flow II is an untrained placeholder
+    assert model.provenance["likelihood"].startswith("layers only")  # flow II is a placeholder
     showers = [datasets.load(f"pions-test-{e}") for e in (20, 50, 80)]
     truth = np.concatenate([s.incident_energy for s in showers])
     layers = np.concatenate([s.layer_energies() for s in showers])
     res = Calibrator(model, likelihood="layers").fit(layers)
     inside = (res.e_lo <= truth) & (truth <= res.e_hi)
-    # 900 showers: 68.3% coverage, binomial sigma 1.6%
+    # 900 showers: 68.3% coverage, binomial sigma 1.6% (the shipped flow undercovers a little: 0.64 in the study)
     assert abs(inside.mean() - 0.683) < 0.06
     assert abs(np.median(res.e_mle / truth) - 1.0) < 0.03
     assert np.mean(res.status & 1) > 0.97
