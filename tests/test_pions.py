@@ -147,3 +147,35 @@ def test_shipped_pion_model_calibrates_with_covering_intervals():
     assert abs(inside.mean() - 0.683) < 0.06
     assert abs(np.median(res.e_mle / truth) - 1.0) < 0.03
     assert np.mean(res.status & 1) > 0.97
+
+
+@pytest.mark.slow
+def test_fitter_matches_a_dense_scan_on_broad_skewed_pion_likelihoods():
+    torch = pytest.importorskip("torch")
+    from calinfer.calibration import Calibrator, Status
+    from calinfer.surrogate import load_model
+
+    torch.set_num_threads(1)
+    showers = [datasets.load(f"pions-test-{e}") for e in (10, 30, 60, 90)]
+    layers = np.concatenate([s.layer_energies() for s in showers])
+    deep = np.concatenate([s.extra["interaction_depth_lambda"] for s in showers]) > 2.0  # late, leaking showers
+    x = layers[deep][:80]
+    cal = Calibrator(load_model("pions"), likelihood="layers")
+    res = cal.fit(x)
+    u = np.linspace(np.log(cal.energy_range[0]), np.log(cal.energy_range[1]), 1200)
+    y = cal.nll(x, np.exp(u)[None, :])
+    y = y - y.min(axis=1, keepdims=True)
+    best = np.exp(u[np.argmin(y, axis=1)])
+    inside = y <= 0.5
+    lo = np.exp(u[np.argmax(inside, axis=1)])  # first grid point inside the 0.5 level (a single basin here)
+    hi = np.exp(u[len(u) - 1 - np.argmax(inside[:, ::-1], axis=1)])
+    sigma = 0.5 * (hi - lo)
+    step = np.exp(u[1] - u[0]) - 1  # relative grid step
+    tol = 0.1 * sigma + 2 * step * best
+    assert np.mean(np.abs(res.e_mle - best) < tol) > 0.95
+    assert np.all(np.abs(res.e_lo - lo) < tol) and np.all(np.abs(res.e_hi - hi) < tol)
+    asym = (hi - best) / np.maximum(best - lo, 1e-9)
+    assert np.quantile(asym, 0.9) > 1.1 or np.quantile(asym, 0.1) < 0.9  # the sample has skewed likelihoods
+    open_hi = hi >= np.exp(u[-1]) * (1 - 1e-9)
+    np.testing.assert_array_equal(res.has(Status.OPEN_HIGH), open_hi)
+    assert np.all(res.has(Status.CONVERGED))
