@@ -380,10 +380,12 @@ class Calibrator:
         self, fn: _Function, rows: np.ndarray, lo: np.ndarray, hi: np.ndarray
     ) -> tuple[CalibrationResult, ScanResult]:
         """Steps 1-4 for the showers ``rows`` (``fn(rows, energies) -> -ln L``), scanned over ``[lo, hi]`` (ln E)."""
+        u_range = (math.log(self.energy_range[0]), math.log(self.energy_range[1]))
+        tiny = 1e-9 * (u_range[1] - u_range[0])
         scan = adaptive_scan(
             lambda r, u: fn(rows[r], np.exp(u)), lo, hi, n_scan=self.n_scan, min_width=self.min_width,
             max_points=self.max_scan, rise=self.bracket_rise, parabola_rise=_WIDEN**2 * self.bracket_rise,
-            multimodal_delta=self.multimodal_delta,
+            multimodal_delta=self.multimodal_delta, ends=(lo <= u_range[0] + tiny, hi >= u_range[1] - tiny),
         )
         # the rise bracket surely holds the minimum and the crossings; the parabola through the three best scan
         # points gives a tighter one (still wide: far from the minimum -ln L grows slower than a parabola)

@@ -72,6 +72,7 @@ def adaptive_scan(
     multimodal_delta: float,
     width_factor: float = 0.5,
     margin: float = UP,
+    ends: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ScanResult:
     """Scan ``fn(rows, u (m, G)) -> -ln L (m, G)`` of rows ``0..n-1`` over ``[lo, hi]`` (per row, ``u = ln E``).
 
@@ -81,7 +82,8 @@ def adaptive_scan(
     parabola through it and its neighbours (so the guard follows the likelihood's own width). An interval of
     length ``L`` between points ``margin + d_l`` and ``margin + d_r`` above the best one is excluded when
     ``L <= sigma_g (sqrt(2 d_l) + sqrt(2 d_r))`` (with ``d`` counted from ``best - margin``). At most
-    ``max_points`` points per row.
+    ``max_points`` points per row. ``ends``: whether ``lo`` / ``hi`` of each row are edges of the allowed range
+    (see :func:`multimodal`; default: they are).
     """
     n = len(lo)
     t = np.linspace(0.0, 1.0, int(n_scan))
@@ -105,7 +107,7 @@ def adaptive_scan(
         u, y, count = _insert(u, y, count, rows, u_new, y_new)
     out = ScanResult(*(np.empty(n) for _ in range(4)), np.zeros(n, bool), *(np.empty(n) for _ in range(7)),
                      resolved=~wanted)
-    _summarize(out, np.arange(n), u, y, rise, parabola_rise, multimodal_delta)
+    _summarize(out, np.arange(n), u, y, rise, parabola_rise, multimodal_delta, ends)
     out.n_points[:] = count
     return out
 
@@ -167,10 +169,11 @@ def _summarize(
     rise: float,
     parabola_rise: float,
     multimodal_delta: float,
+    ends: tuple[np.ndarray, np.ndarray] | None,
 ) -> None:
     a_safe, b_safe = bracket(u, y, rise)
     a, b = parabola_bracket(u, y, a_safe, b_safe, parabola_rise)
-    mm, second = multimodal(y, multimodal_delta)
+    mm, second = multimodal(y, multimodal_delta, ends)
     best = y.argmin(axis=1)
     idx = np.arange(len(y))
     out.a_safe[rows], out.b_safe[rows], out.a[rows], out.b[rows] = a_safe, b_safe, a, b
@@ -197,11 +200,17 @@ def _crossing(u: np.ndarray, y: np.ndarray, idx: np.ndarray, inside: np.ndarray,
     return u[idx, inside] + f * (u[idx, outside] - u[idx, inside])
 
 
-def multimodal(y: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
+def multimodal(
+    y: np.ndarray, delta: float, ends: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows of a scan ``y (N, G)`` with a second local minimum within ``delta`` of the best one behind a barrier
-    of at least 0.5, and the index of the best other local minimum of each row (-1 if none)."""
+    of at least 0.5, and the index of the best other local minimum of each row (-1 if none). ``ends``: per row,
+    whether the first / last grid point is an edge of the allowed range (only there can an end be a minimum;
+    default: both are)."""
+    first_end, last_end = (np.ones(len(y), bool), np.ones(len(y), bool)) if ends is None else ends
     inner = (y[:, 1:-1] < y[:, :-2]) & (y[:, 1:-1] <= y[:, 2:])
-    is_min = np.concatenate([(y[:, 0] < y[:, 1])[:, None], inner, (y[:, -1] < y[:, -2])[:, None]], axis=1)
+    is_min = np.concatenate([((y[:, 0] < y[:, 1]) & first_end)[:, None], inner,
+                             ((y[:, -1] < y[:, -2]) & last_end)[:, None]], axis=1)
     rows = np.arange(len(y))
     best = y.argmin(axis=1)
     y_best = y[rows, best]
