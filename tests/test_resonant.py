@@ -278,19 +278,26 @@ def test_background_after_cut_components_and_pulls():
     assert same.sigma_ensemble == pytest.approx(1000 * np.sqrt(0.01 * 0.99 / 10_000))
     one = background_after_cut([0.01], 10_000, n_sr=1000)
     assert one.sigma_ensemble == 0 and one.sigma == pytest.approx(one.sigma_stat)
-    # per-replica calibration factors scale the pass fractions; the errors of one part are fully correlated
-    # across the replicas (they add linearly), independent parts add in quadrature
-    cal = background_after_cut(
-        [0.010, 0.012, 0.011], 100_000, n_sr=50_000, n_sr_sigma=500, calibration=[1.2, 1.1, 1.0],
-        calibration_sigma=[0.1, 0.1, 0.1],
-    )  # fmt: skip
+    # per-replica calibration factors scale the pass fractions; of their errors only the part the replicas
+    # share (correlation rho between replicas) is added, the rest is inside the replica spread
+    kw = {"n_sr": 50_000, "n_sr_sigma": 500, "calibration": [1.2, 1.1, 1.0]}
+    cal = background_after_cut([0.010, 0.012, 0.011], 100_000, **kw, calibration_sigma=[0.1, 0.1, 0.1])
     assert cal.b == pytest.approx(50_000 * (0.012 + 0.0132 + 0.011) / 3)
-    assert cal.sigma_calibration == pytest.approx(50_000 * 0.011 * 0.1)  # not 1/sqrt(3) of it
-    parts = background_after_cut(
-        [0.010, 0.012, 0.011], 100_000, n_sr=50_000, calibration=[1.0, 1.0, 1.0],
-        calibration_sigma=[[0.1, 0.0], [0.0, 0.1], [0.0, 0.0]],
-    )  # fmt: skip
-    assert parts.sigma_calibration == pytest.approx(50_000 * np.hypot(0.010 * 0.1, 0.012 * 0.1) / 3)
+    a = 0.1 * np.array([0.010, 0.012, 0.011])
+    shared = np.sqrt((a[0] * a[1] + a[0] * a[2] + a[1] * a[2]) / 3)  # fully correlated (default)
+    assert cal.sigma_calibration == pytest.approx(50_000 * shared)
+    for rho, factor in ((0.0, 0.0), (1 / np.e, np.exp(-0.5))):
+        corr = np.full((3, 3), rho) + (1 - rho) * np.eye(3)
+        part = background_after_cut(
+            [0.010, 0.012, 0.011], 100_000, **kw, calibration_sigma=[0.1, 0.1, 0.1], calibration_correlation=corr
+        )
+        assert part.sigma_calibration == pytest.approx(factor * 50_000 * shared)
+    two_parts = background_after_cut(
+        [0.010, 0.010], 100_000, n_sr=50_000, calibration=[1.0, 1.0], calibration_sigma=[[0.1, 0.2], [0.1, 0.2]]
+    )  # two independent parts, each fully shared by the replicas: quadrature
+    assert two_parts.sigma_calibration == pytest.approx(50_000 * 0.010 * np.hypot(0.1, 0.2))
+    single = background_after_cut([0.010], 100_000, n_sr=50_000, calibration=[1.0], calibration_sigma=[0.1])
+    assert single.sigma_calibration == pytest.approx(50_000 * 0.001)  # one replica: its whole error
     assert cal.calibration == pytest.approx(cal.b / est.b)
     assert cal.sigma**2 == pytest.approx(cal.sigma_ensemble**2 + cal.sigma_norm**2 + cal.sigma_calibration**2)
     with pytest.raises(InputError):

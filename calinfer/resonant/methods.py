@@ -309,6 +309,10 @@ class Cathode(_ClassifierMethod):
             else:
                 scored = [self.kfold_.score_unseen(v, seed=seed + i) for v in (x_held, gen)]
             checks.append((scored[0], scored[1]))
+        keys = [_event_keys(f.held_out_m_, f.held_out_x_) for f in self.flows_]
+        self.held_out_overlap_ = np.array(
+            [[np.isin(ki, kj).sum() / np.sqrt(len(ki) * len(kj)) for kj in keys] for ki in keys]
+        )  # correlation of two flows' held-out pass fractions: the share of events they hold out in common
         return checks
 
     def score_outside(self, x: np.ndarray, mjj: np.ndarray | None = None, *, blind: bool = True) -> np.ndarray:
@@ -379,8 +383,9 @@ class Cathode(_ClassifierMethod):
         averaged over the folds with weights ``w_k``. Replica ``r``'s pass fraction is ``sum_k w_k P_k(i)``
         with ``i = 2r + 1 - k % 2`` the replica's flow that classifier ``k`` did not train against; calibrated,
         each ``P_k(i)`` is scaled by flow ``i``'s data / generated pass ratio ``c_i`` on its held-out sideband
-        events. The errors of ``c_i`` are fully correlated among the flows of one group (their held-out
-        events overlap and the same classifiers score them) and independent between the groups.
+        events. The errors of ``c_i`` of two flows of one group are correlated by the share of held-out
+        events they have in common (``held_out_overlap_``, about 1/e for bootstrap flows); the groups'
+        held-out events are disjoint.
         """
         res = self.kfold_
         w = np.bincount(res.fold_data, minlength=self.n_folds) / len(res.fold_data)
@@ -414,8 +419,16 @@ class Cathode(_ClassifierMethod):
         estimate = background_after_cut(fractions, sizes, n_sr, n_sr_sigma)
         calibrated = None
         if len(k_rep) == len(fractions):
+            rho = self.held_out_overlap_
+            correlation = np.array([rho[g::2, g::2] for g in (0, 1)])  # group g's flows 2r + g, replica by replica
             calibrated = background_after_cut(
-                fractions, sizes, n_sr, n_sr_sigma, calibration=k_rep, calibration_sigma=k_sigma
+                fractions,
+                sizes,
+                n_sr,
+                n_sr_sigma,
+                calibration=k_rep,
+                calibration_sigma=k_sigma,
+                calibration_correlation=correlation,
             )
         n_observed = int(np.sum(self._scored() >= threshold))
         return CutResult(threshold, background_efficiency, n_observed, estimate, calibrated)
@@ -442,7 +455,13 @@ class Cathode(_ClassifierMethod):
         if ratios is None:
             return None
         return background_after_cut(
-            fractions, sizes, n_sr, n_sr_sigma, calibration=ratios[0], calibration_sigma=ratios[1]
+            fractions,
+            sizes,
+            n_sr,
+            n_sr_sigma,
+            calibration=ratios[0],
+            calibration_sigma=ratios[1],
+            calibration_correlation=self.held_out_overlap_,
         )
 
 
