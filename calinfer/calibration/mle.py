@@ -485,13 +485,13 @@ class Calibrator:
                 mle_ok &= f_hat <= scan.y_best[rows] + tol  # the scan values are exact here: none may be lower
             else:
                 mle_ok &= np.all(np.abs(guess - values) <= tol, axis=1)
-                # closed: -ln L at both window edges (nodes, so exact) at least bracket_rise above the minimum, or
-                # the edge is the range's (beyond the edge the layer term keeps rising by more than window_delta)
+                # closed: -ln L at both window edges (nodes, so exact) at least window_delta / 2 above the minimum,
+                # or the edge is the range's (a threshold of 2 missed a global minimum 1.4 below at the range edge)
                 u_range = (math.log(self.energy_range[0]), math.log(self.energy_range[1]))
                 edges = np.stack([table.a[rows], table.b[rows]], axis=1)
                 rise = cheap(rows, np.exp(edges)) - f_hat[:, None]
                 at_range = np.stack([edges[:, 0] <= u_range[0] + 1e-9, edges[:, 1] >= u_range[1] - 1e-9], axis=1)
-                open_side = (rise < self.bracket_rise) & ~at_range
+                open_side = (rise < 0.5 * self.window_delta) & ~at_range
                 closed = ~open_side.any(axis=1)
                 wide = ~closed & ~widened[rows]  # once: the open side(s) out to the range's edge
                 table.widen(rows[wide], np.where(open_side[wide, 0], u_range[0], edges[wide, 0]),
