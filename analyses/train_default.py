@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--layer-fraction", type=float, default=0.12, help="share of the budget for flow I")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -81,8 +82,9 @@ def main() -> None:
         "seed": args.seed,
     }
     config = TrainConfig(epochs=args.epochs, batch_size=256, lr=1e-3, patience=6, layer_epochs=300,
-                         layer_batch_size=1024, layer_lr=2e-3, layer_patience=30, layer_time_fraction=0.12,
-                         max_minutes=args.minutes, seed=args.seed, device=args.device, progress=not args.quiet)
+                         layer_batch_size=1024, layer_lr=2e-3, layer_patience=30,
+                         layer_time_fraction=args.layer_fraction, max_minutes=args.minutes, seed=args.seed,
+                         device=args.device, progress=not args.quiet)
     start = time.time()
     train_surrogate(train, args.out, config=config, val_showers=val, layer_flow=LAYER_FLOW, voxel_flow=VOXEL_FLOW,
                     gaussianize=True, work_dir=args.work_dir, resume=args.resume, provenance=provenance)
