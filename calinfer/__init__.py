@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from calinfer.errors import CalinferError, GeometryMismatchError, InputError, ModelError
+from calinfer.errors import CalinferError, GeometryMismatchError, InputError, ModelError, TrainingError
 from calinfer.geometry import GEOMETRIES, Geometry, Layer, get_geometry
 from calinfer.showers import Showers
 
@@ -19,6 +19,16 @@ def load_default(geometry: Geometry | str | None = None):
     return _load_default(geometry)
 
 
+def load_model(path_or_name, geometry: Geometry | str | None = None):
+    """A surrogate (or ensemble) directory, or a shipped model by name (``"default"``, ``"pions"``).
+
+    See :func:`calinfer.surrogate.load_model`.
+    """
+    from calinfer.surrogate import load_model as _load_model
+
+    return _load_model(path_or_name, geometry)
+
+
 __all__ = [
     "GEOMETRIES",
     "CalinferError",
@@ -28,7 +38,9 @@ __all__ = [
     "Layer",
     "ModelError",
     "Showers",
+    "TrainingError",
     "__version__",
     "get_geometry",
     "load_default",
+    "load_model",
 ]

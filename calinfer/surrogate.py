@@ -159,7 +159,8 @@ class ShowerSurrogate:
     density is an extrapolation. Build one with :meth:`create` (fits the preprocessing on training showers) and train it
     with :func:`calinfer.training.train_surrogate`, or load one with :meth:`load` /
     :func:`load_default`. Weights live on the CPU in float32; evaluation copies them to the
-    requested device and dtype.
+    requested device and dtype. A ``layers_only`` model has no usable flow II: it gives the layer
+    likelihood and layer energies only and refuses the voxel density and shower sampling.
     """
 
     def __init__(
@@ -172,6 +173,7 @@ class ShowerSurrogate:
         provenance: dict | None = None,
         training: dict | None = None,
         energy_range: tuple[float, float] | None = None,
+        layers_only: bool = False,
     ) -> None:
         if preprocessing.n_voxels != geometry.n_voxels or preprocessing.n_layers != geometry.n_layers:
             raise ModelError(f"preprocessing is for {preprocessing.n_voxels} voxels, geometry {geometry.id} has "
@@ -184,6 +186,7 @@ class ShowerSurrogate:
         self.provenance = dict(provenance or {})
         self.training = dict(training or {})
         self.energy_range = None if energy_range is None else (float(energy_range[0]), float(energy_range[1]))
+        self.layers_only = bool(layers_only)
 
     @classmethod
     def create(
@@ -317,6 +320,8 @@ class ShowerSurrogate:
         """
         if part not in _PARTS:
             raise InputError(f"part must be one of {_PARTS}, not {part!r}")
+        if part != "layers":
+            self._require_voxel_flow(f'log_prob(part="{part}")')
         vox, _, _ = self._voxels(showers)
         if part == "layers":
             return self.log_prob_layers(self.geometry.layer_energies(vox.astype(np.float64)), energies,
@@ -343,6 +348,12 @@ class ShowerSurrogate:
                     lp = lp2 if part == "voxels" else lp1 + lp2
                     out[sl] = lp.double().cpu().numpy()
         return out.reshape(shape)
+
+    def _require_voxel_flow(self, what: str) -> None:
+        if self.layers_only:
+            raise ModelError(f"{what}: this surrogate ({self.provenance.get('dataset', 'no dataset recorded')}) is a "
+                             "layer-energy model without a trained voxel flow; use the layer likelihood "
+                             "(part='layers', --likelihood layers) or a model with a trained flow II")
 
     # --- sampling --------------------------------------------------------------------------
     def _base_layers(self, n: int, seed: int) -> torch.Tensor:
@@ -380,6 +391,7 @@ class ShowerSurrogate:
 
         Draws are reproducible for a given ``seed`` and ``batch_size`` (default 4096 on the CPU).
         """
+        self._require_voxel_flow("sample")
         e = np.asarray(energies, dtype=np.float64).reshape(-1)
         _pairs(len(e), e)
         dev = self._device(device)
@@ -410,6 +422,7 @@ class ShowerSurrogate:
             "preprocessing": self.preprocessing.to_dict(),
             "flows": {"layers": self.layer_flow.config.to_dict(), "voxels": self.voxel_flow.config.to_dict()},
             "energy_range": self.energy_range,
+            "layers_only": self.layers_only,
             "provenance": self.provenance,
             "training": self.training,
             "versions": _library_versions(),
@@ -481,7 +494,7 @@ class ShowerSurrogate:
         flow2.load_state_dict(voxel_state)
         return cls(_geometry_from_record(record["geometry"]), ShowerPreprocessing.from_dict(record["preprocessing"]),
                    flow1, flow2, provenance=record.get("provenance"), training=record.get("training"),
-                   energy_range=record.get("energy_range"))
+                   energy_range=record.get("energy_range"), layers_only=record.get("layers_only", False))
 
 
 def _check_versions(recorded: dict, where: Path) -> None:

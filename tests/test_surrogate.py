@@ -268,3 +268,19 @@ def test_pretrained_default_gives_finite_likelihoods() -> None:
     grid = model.log_prob_layers(test.layer_energies(), np.linspace(10, 90, 17)[None], device="cpu")
     # the layer likelihood of 50 GeV showers peaks inside the grid, near 50 GeV on average
     assert 35 < np.mean(np.linspace(10, 90, 17)[np.argmax(grid, axis=1)]) < 65
+
+
+def test_layers_only_model_refuses_the_voxel_density_and_round_trips(tmp_path) -> None:
+    from calinfer.errors import ModelError
+
+    model, vox, energies = tiny_surrogate(scale=0.1)
+    layers = model.log_prob(vox, energies, part="layers", dtype=torch.float64, device="cpu")
+    model.layers_only = True
+    model.save(tmp_path / "m")
+    again = ShowerSurrogate.load(tmp_path / "m")
+    assert again.layers_only
+    assert np.allclose(again.log_prob(vox, energies, part="layers", dtype=torch.float64, device="cpu"), layers)
+    for call in (lambda: again.log_prob(vox, energies), lambda: again.log_prob(vox, energies, part="voxels"),
+                 lambda: again.sample(energies)):
+        with pytest.raises(ModelError, match="layer-energy model without a trained voxel flow"):
+            call()

@@ -123,7 +123,7 @@ def score_file(
 @click.argument("files", nargs=-1, required=True)
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Output ROOT file (tree 'anomaly'), one input.")
 @scale_out_options
-@click.option("--model", type=click.Path(exists=True, file_okay=False), help="Surrogate directory (default: shipped).")
+@click.option("--model", type=str, help="Surrogate directory, or a shipped model by name (default: default).")
 @click.option(
     "--score",
     "score_name",

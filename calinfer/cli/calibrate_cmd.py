@@ -113,9 +113,9 @@ def calibrate_file(
 @click.option(
     "--model",
     "model_path",
-    type=click.Path(exists=True, file_okay=False),
+    type=str,
     default=None,
-    help="Surrogate or ensemble directory (default: the pretrained model shipped with calinfer).",
+    help="Surrogate or ensemble directory, or a shipped model by name: default (photons), pions.",
 )
 @click.option(
     "--likelihood",

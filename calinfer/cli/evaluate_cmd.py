@@ -152,9 +152,9 @@ def _load_reference(
 @click.option(
     "--model",
     "model_path",
-    type=click.Path(exists=True, file_okay=False),
+    type=str,
     default=None,
-    help="Surrogate (or ensemble) directory (default: the pretrained default).",
+    help="Surrogate (or ensemble) directory, or a shipped model by name (default, pions).",
 )
 @click.option(
     "--reference",
