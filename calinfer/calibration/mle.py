@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_ENERGY_RANGE", "CalibrationResult", "Calibrator", "Status", "describe_status", "profile_full"]
 
+_BLOCK = 4096  # (shower, energy) pairs per flow-I call of the layer likelihood
 _WIDEN = 1.5  # refinement grids span the parabola's bracket widened by this factor
 _Function = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (rows, energies (n, G) GeV) -> -ln L (n, G)
 
@@ -284,7 +285,19 @@ class Calibrator:
 
     def _nll(self, x: np.ndarray, energies: np.ndarray) -> np.ndarray:
         if self.likelihood == "layers":
-            logp = self.surrogate.log_prob_layers(x, energies, **self._options)  # type: ignore[attr-defined]
+            # (shower, energy) pairs in blocks of exactly _BLOCK (the last one padded): a float32 network's result for
+            # one pair can change in the last bit with the number of pairs evaluated together, which would make the
+            # fits depend on which showers share a batch (chunked and whole-file runs must agree exactly)
+            e = np.broadcast_to(energies, (len(x), np.shape(energies)[1]))
+            rows = np.repeat(np.arange(len(x)), e.shape[1])
+            flat = e.reshape(-1)
+            pad = -len(flat) % _BLOCK
+            rows, flat = np.concatenate([rows, np.full(pad, rows[-1])]), np.concatenate([flat, np.full(pad, flat[-1])])
+            logp = np.concatenate([
+                np.asarray(self.surrogate.log_prob_layers(  # type: ignore[attr-defined]
+                    x[rows[a : a + _BLOCK]], flat[a : a + _BLOCK, None], **self._options))[:, 0]
+                for a in range(0, len(flat), _BLOCK)
+            ])[: e.size].reshape(e.shape)
         else:
             logp = self.surrogate.log_prob(x, energies, part="full", **self._options)  # type: ignore[attr-defined]
         out = -np.asarray(logp, dtype=np.float64)
