@@ -60,6 +60,7 @@ __all__ = [
     "block_rngs",
     "deposit_particles",
     "draw_energies",
+    "fixed_energies",
     "resolve_readout",
     "sample_response",
 ]
@@ -113,6 +114,20 @@ def block_rngs(n: int, seed: int, block: int = BLOCK_SIZE) -> Iterator[tuple[sli
     for b, start in enumerate(range(0, n, block)):
         sequence = np.random.SeedSequence(int(seed), spawn_key=(b,))
         yield slice(start, min(start + block, n)), np.random.default_rng(sequence)
+
+
+def fixed_energies(energy: float | np.ndarray | None, n: int) -> np.ndarray | None:
+    """``n`` given incident energies (GeV) from a number or an array, checked; ``None`` when none are given."""
+    if energy is None:
+        return None
+    fixed = np.asarray(energy, dtype=np.float64)
+    if fixed.ndim == 0:
+        fixed = np.full(n, float(fixed))
+    if fixed.shape != (n,):
+        raise InputError(f"energy must be a number or an array of {n} energies, got shape {fixed.shape}")
+    if not np.all(np.isfinite(fixed) & (fixed > 0)):
+        raise InputError("incident energies must be finite and positive (GeV)")
+    return fixed
 
 
 def draw_energies(

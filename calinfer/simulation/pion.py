@@ -66,7 +66,14 @@ import numpy as np
 from calinfer.errors import InputError
 from calinfer.geometry import Geometry, get_geometry
 from calinfer.showers import Showers
-from calinfer.simulation.em import EMShowerModel, bin_spots, block_rngs, deposit_particles, draw_energies
+from calinfer.simulation.em import (
+    EMShowerModel,
+    bin_spots,
+    block_rngs,
+    deposit_particles,
+    draw_energies,
+    fixed_energies,
+)
 from calinfer.simulation.materials import CALOGAN_STACK, Material, SamplingStack
 from calinfer.simulation.readout import CALOCHALLENGE_DEPTHS_X0, Readout
 
@@ -433,15 +440,7 @@ def simulate_pions(
     geo = get_geometry(geometry)
     cal.geometry.check(geo, what="the pion simulator's calorimeter")
     n = int(n)
-    fixed = None
-    if energy is not None:
-        fixed = np.asarray(energy, dtype=np.float64)
-        if fixed.ndim == 0:
-            fixed = np.full(n, float(fixed))
-        if fixed.shape != (n,):
-            raise InputError(f"energy must be a number or an array of {n} energies, got shape {fixed.shape}")
-        if not np.all(np.isfinite(fixed) & (fixed > 0)):
-            raise InputError("incident energies must be finite and positive (GeV)")
+    fixed = fixed_energies(energy, n)
     nv = geo.n_voxels
     terms = cal.layer_stochastic()
     voxels = np.zeros((n, nv), dtype=np.float32)

@@ -12,6 +12,7 @@ from calinfer.simulation.em import (
     block_rngs,
     deposit_particles,
     draw_energies,
+    fixed_energies,
     resolve_readout,
     sample_response,
 )
@@ -56,15 +57,7 @@ def simulate_showers(
     model = model or EMShowerModel()
     readout = resolve_readout(geometry, model)
     n = int(n)
-    fixed = None
-    if energy is not None:
-        fixed = np.asarray(energy, dtype=np.float64)
-        if fixed.ndim == 0:
-            fixed = np.full(n, float(fixed))
-        if fixed.shape != (n,):
-            raise InputError(f"energy must be a number or an array of {n} energies, got shape {fixed.shape}")
-        if not np.all(np.isfinite(fixed) & (fixed > 0)):
-            raise InputError("incident energies must be finite and positive (GeV)")
+    fixed = fixed_energies(energy, n)
     nv = readout.n_voxels
     voxels = np.zeros((n, nv), dtype=np.float32)
     energies = np.empty(n)
