@@ -533,3 +533,14 @@ def test_pretrained_default_calibration_closes_and_covers(energy: int) -> None:
     assert abs(np.median(result.e_mle / energy) - 1) < 0.02
     frac, err = coverage(result.e_lo, result.e_hi, showers.incident_energy)
     assert abs(frac - 0.683) < 3.5 * err
+
+
+def test_empty_showers_get_their_own_flag() -> None:
+    from calinfer import datasets, load_default
+    from calinfer.showers import Showers
+
+    s = datasets.load("photons-test-50")[:6]
+    vox = s.voxels.copy()
+    vox[[1, 4]] = 0.0
+    result = Calibrator(load_default()).fit(Showers(vox, s.geometry, s.incident_energy))
+    assert [bool(st & Status.EMPTY) for st in result.status] == [False, True, False, False, True, False]

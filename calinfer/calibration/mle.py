@@ -75,9 +75,10 @@ class Status(enum.IntFlag):
     OPEN_LOW = 4  # -ln L does not rise by 0.5 below E_mle before the lower edge: E_lo is that edge
     OPEN_HIGH = 8  # same above E_mle: E_hi is the upper edge
     MULTIMODAL = 16  # the coarse scan found a second, separated local minimum close to the best one
+    EMPTY = 32  # the shower deposits no energy: the fit carries no information about E
 
 
-_CONVERGED, _AT_BOUNDARY, _OPEN_LOW, _OPEN_HIGH, _MULTIMODAL = (int(flag) for flag in Status)  # plain ints: fast
+_CONVERGED, _AT_BOUNDARY, _OPEN_LOW, _OPEN_HIGH, _MULTIMODAL, _EMPTY = (int(flag) for flag in Status)  # plain ints
 _FCN_INVALID = 1e30  # -ln L returned to Minuit for a non-finite parameter value
 
 
@@ -330,7 +331,10 @@ class Calibrator:
                 parts.append(part)
                 if progress is not None:
                     progress(len(part))
-        return CalibrationResult.concatenate(parts)
+        result = CalibrationResult.concatenate(parts)
+        empty = np.asarray(x).reshape(len(x), -1).sum(axis=1) <= 0
+        result.status = np.where(empty, result.status | _EMPTY, result.status).astype(result.status.dtype)
+        return result
 
     def fit_direct(
         self,
