@@ -2,8 +2,8 @@
 
 The two flows have disjoint parameters and additive losses, so they can be trained in separate processes
 (for example flow I with a long budget beside a long flow-II run) and joined afterwards. The two models must
-share their preprocessing exactly (same training showers, seed and dequantization width); the result records
-both sources and their training histories.
+share flow I's preprocessing exactly (same training showers, seed and dequantization width); flow II's
+preprocessing and context come with the voxel model. The result records both sources and training histories.
 
     python analyses/combine_flows.py --layers runs/flowI_run --voxels runs/new_default --out runs/combined
 """
@@ -15,11 +15,16 @@ import argparse
 from calinfer.errors import ModelError
 from calinfer.surrogate import ShowerSurrogate
 
+FLOW_I_PREPROCESSING = ("layer_slices", "reference", "dequantization_width", "log_energy_mean", "log_energy_scale",
+                        "layer_mean", "layer_scale")
+"""The preprocessing constants flow I depends on; flow II's (ratios, Gaussianization, context) come from ``voxels``."""
+
 
 def combine(layers: ShowerSurrogate, voxels: ShowerSurrogate) -> ShowerSurrogate:
     """A surrogate with ``layers``' flow I and ``voxels``' flow II (identical preprocessing required)."""
-    if layers.preprocessing.to_dict() != voxels.preprocessing.to_dict() or layers.geometry.id != voxels.geometry.id:
-        raise ModelError("the two surrogates do not share their preprocessing; train both on the same showers")
+    a, b = layers.preprocessing.to_dict(), voxels.preprocessing.to_dict()
+    if any(a[k] != b[k] for k in FLOW_I_PREPROCESSING) or layers.geometry.id != voxels.geometry.id:
+        raise ModelError("the two surrogates do not share flow I's preprocessing; train both on the same showers")
     training = {**voxels.training, "layers": layers.training["layers"]}
     provenance = {**voxels.provenance, "layer_flow_from": layers.provenance}
     return ShowerSurrogate(voxels.geometry, voxels.preprocessing, layers.layer_flow, voxels.voxel_flow,

@@ -64,6 +64,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--layer-fraction", type=float, default=0.12, help="share of the budget for flow I")
+    parser.add_argument("--voxel-context", choices=("incident", "layers"), default="incident",
+                        help="flow II conditioned on log E_inc and flow I's variables, or on the layer energies only")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -87,7 +89,8 @@ def main() -> None:
                          device=args.device, progress=not args.quiet)
     start = time.time()
     train_surrogate(train, args.out, config=config, val_showers=val, layer_flow=LAYER_FLOW, voxel_flow=VOXEL_FLOW,
-                    gaussianize=True, work_dir=args.work_dir, resume=args.resume, provenance=provenance)
+                    gaussianize=True, voxel_context=args.voxel_context, work_dir=args.work_dir, resume=args.resume,
+                    provenance=provenance)
     logging.info("training finished in %.1f min; model in %s", (time.time() - start) / 60, args.out)
 
     reloaded = ShowerSurrogate.load(args.out, geometry="calogan")

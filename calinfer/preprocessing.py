@@ -43,6 +43,7 @@ import torch
 from calinfer.geometry import Geometry
 
 __all__ = [
+    "VOXEL_CONTEXTS",
     "LayerLogRatio",
     "Log",
     "MarginalGaussianize",
@@ -53,6 +54,10 @@ __all__ = [
     "dequantize",
     "quantize",
 ]
+
+
+VOXEL_CONTEXTS = ("incident", "layers")
+"""What flow II can be conditioned on (:attr:`ShowerPreprocessing.voxel_context`)."""
 
 
 def dequantize(
@@ -276,6 +281,10 @@ class ShowerPreprocessing:
     layer_mean, layer_scale: standardization of ``log(E~_l / E)`` (flow I variables).
     ratio_mean, ratio_scale: standardization of the log-ratios ``w``.
     gaussianize: marginal Gaussianization of the standardized ``w`` (flow II variables), or ``None``.
+    voxel_context: what flow II is conditioned on: ``"incident"`` (standardized ``log E`` and flow I's
+        variables) or ``"layers"`` (the standardized ``log E~_l`` only: the voxel density given the layer
+        energies then does not depend on ``E``, and the full likelihood in ``E`` is the layer likelihood plus
+        a constant).
     """
 
     layer_slices: list[tuple[int, int]]
@@ -288,8 +297,11 @@ class ShowerPreprocessing:
     ratio_mean: np.ndarray
     ratio_scale: np.ndarray
     gaussianize: MarginalGaussianize | None = None
+    voxel_context: str = "incident"
 
     def __post_init__(self) -> None:
+        if self.voxel_context not in VOXEL_CONTEXTS:
+            raise ValueError(f"voxel_context must be one of {VOXEL_CONTEXTS}, not {self.voxel_context!r}")
         self.ratio = LayerLogRatio(self.layer_slices, self.reference)
         self.layer_std = Standardize(self.layer_mean, self.layer_scale)
         self.ratio_std = Standardize(self.ratio_mean, self.ratio_scale)
@@ -305,8 +317,24 @@ class ShowerPreprocessing:
 
     @property
     def context_dim(self) -> int:
-        """Context size of flow I (flow II adds the ``n_layers`` flow-I variables)."""
+        """Context size of flow I."""
         return 1
+
+    @property
+    def voxel_context_dim(self) -> int:
+        """Context size of flow II."""
+        return self.n_layers + (self.voxel_context == "incident")
+
+    def flow2_context(self, context: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:
+        """Flow II's context from flow I's context (standardized ``log E``) and variables ``y1``.
+
+        ``"layers"``: ``(log E~_l - m_l - m_E) / hypot(s_l, s_E)`` = ``(y1 s_l + c s_E) / hypot(s_l, s_E)``,
+        which does not depend on ``E``.
+        """
+        if self.voxel_context == "incident":
+            return torch.cat([context, y1], dim=1)
+        s_l = torch.as_tensor(self.layer_scale, dtype=y1.dtype, device=y1.device)
+        return (y1 * s_l + context * self.log_energy_scale) / torch.sqrt(s_l**2 + self.log_energy_scale**2)
 
     @classmethod
     def fit(
@@ -320,11 +348,13 @@ class ShowerPreprocessing:
         seed: int = 0,
         max_showers: int = 200_000,
         gaussianize: bool = True,
+        voxel_context: str = "incident",
     ) -> ShowerPreprocessing:
         """Fit the constants on training showers (voxels ``(N, n)`` and incident energies ``(N,)`` in GeV).
 
         ``dequantization_width`` (GeV) defaults to :func:`auto_dequantization_width` of ``voxels``;
-        ``gaussianize`` adds the marginal Gaussianization of the flow-II coordinates (step 5).
+        ``gaussianize`` adds the marginal Gaussianization of the flow-II coordinates (step 5);
+        ``voxel_context`` chooses flow II's conditioning (see the class attributes).
         """
         if dequantization_width is None:
             dequantization_width = auto_dequantization_width(voxels)
@@ -356,6 +386,7 @@ class ShowerPreprocessing:
             ratio_mean=ratio_mean,
             ratio_scale=ratio_scale,
             gaussianize=gauss,
+            voxel_context=voxel_context,
         )
 
     # --- pieces of the chain -------------------------------------------------------------
@@ -416,6 +447,7 @@ class ShowerPreprocessing:
             "ratio_mean": self.ratio_mean.tolist(),
             "ratio_scale": self.ratio_scale.tolist(),
             "gaussianize": None if self.gaussianize is None else self.gaussianize.to_dict(),
+            "voxel_context": self.voxel_context,
         }
 
     @classmethod
@@ -429,6 +461,7 @@ class ShowerPreprocessing:
             layer_slices=[(int(a), int(b)) for a, b in data["layer_slices"]],
             reference=[int(r) for r in data["reference"]],
             gaussianize=None if data.get("gaussianize") is None else MarginalGaussianize.from_dict(data["gaussianize"]),
+            voxel_context=data.get("voxel_context", "incident"),
             dequantization_width=float(data["dequantization_width"]),
             log_energy_mean=float(data["log_energy_mean"]),
             log_energy_scale=float(data["log_energy_scale"]),

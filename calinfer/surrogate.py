@@ -199,6 +199,7 @@ class ShowerSurrogate:
         voxel_flow: dict | None = None,
         dequantization_width: float | None = None,
         gaussianize: bool = True,
+        voxel_context: str = "incident",
         seed: int = 0,
         provenance: dict | None = None,
     ) -> ShowerSurrogate:
@@ -208,15 +209,16 @@ class ShowerSurrogate:
         :data:`DEFAULT_VOXEL_FLOW` (see :class:`calinfer.flows.FlowConfig`); ``dequantization_width``
         (GeV) defaults to the smallest non-zero voxel energy rounded down to a power of ten;
         ``gaussianize`` maps flow II's coordinates through their fitted marginal quantiles first
-        (:class:`calinfer.preprocessing.MarginalGaussianize`).
+        (:class:`calinfer.preprocessing.MarginalGaussianize`); ``voxel_context="layers"`` conditions flow II
+        on the layer energies only (:attr:`calinfer.preprocessing.ShowerPreprocessing.voxel_context`).
         """
         geometry = get_geometry(geometry)
         geometry.check_voxel_count(np.shape(voxels)[1], what="training showers")
         pre = ShowerPreprocessing.fit(geometry, voxels, energies, dequantization_width=dequantization_width,
-                                      gaussianize=gaussianize, seed=seed)
+                                      gaussianize=gaussianize, voxel_context=voxel_context, seed=seed)
         n_l = geometry.n_layers
         cfg1 = FlowConfig(dim=n_l, context_dim=1, seed=seed, **{**DEFAULT_LAYER_FLOW, **(layer_flow or {})})
-        cfg2 = FlowConfig(dim=geometry.n_voxels - n_l, context_dim=1 + n_l, seed=seed + 1,
+        cfg2 = FlowConfig(dim=geometry.n_voxels - n_l, context_dim=pre.voxel_context_dim, seed=seed + 1,
                           **{**DEFAULT_VOXEL_FLOW, **(voxel_flow or {})})
         e = np.asarray(energies, dtype=np.float64)
         return cls(geometry, pre, ConditionalFlow(cfg1), ConditionalFlow(cfg2), provenance=provenance,
@@ -344,7 +346,7 @@ class ShowerSurrogate:
                     local = torch.as_tensor(idx[sl] - s0, device=dev)
                     e_t = torch.as_tensor(e[sl], dtype=dtype, device=dev)
                     lp1, y1, ctx = self._layers_term(flow1, layer_t[local], e_t)
-                    lp2 = flow2.log_prob(u_t[local], torch.cat([ctx, y1], dim=1)) + ld_t[local]
+                    lp2 = flow2.log_prob(u_t[local], pre.flow2_context(ctx, y1)) + ld_t[local]
                     lp = lp2 if part == "voxels" else lp1 + lp2
                     out[sl] = lp.double().cpu().numpy()
         return out.reshape(shape)
@@ -406,7 +408,7 @@ class ShowerSurrogate:
                 e_t = torch.as_tensor(e[a:a + batch], dtype=torch.float32, device=dev)
                 ctx = pre.context(e_t)
                 y1 = flow1.from_base(z1[a:a + batch].to(dev), ctx)
-                u = flow2.sample(torch.cat([ctx, y1], dim=1), gen2)
+                u = flow2.sample(pre.flow2_context(ctx, y1), gen2)
                 x = pre.shower_inverse(pre.layers_inverse(y1, e_t), u)
                 out[a:a + batch] = x.cpu().numpy()
         return Showers(voxels=out, geometry=self.geometry, incident_energy=e,

@@ -252,6 +252,7 @@ def train_surrogate(
     voxel_flow: dict | None = None,
     dequantization_width: float | None = None,
     gaussianize: bool = True,
+    voxel_context: str = "incident",
     work_dir: str | os.PathLike | None = None,
     resume: bool = False,
     provenance: dict | None = None,
@@ -296,7 +297,8 @@ def train_surrogate(
             log.info("no checkpoint in %s; starting from scratch", work)
         surrogate = ShowerSurrogate.create(
             showers.geometry, train.voxels, train.incident_energy, layer_flow=layer_flow, voxel_flow=voxel_flow,
-            dequantization_width=dequantization_width, gaussianize=gaussianize, seed=cfg.seed, provenance=provenance)
+            dequantization_width=dequantization_width, gaussianize=gaussianize, voxel_context=voxel_context,
+            seed=cfg.seed, provenance=provenance)
     pre = surrogate.preprocessing
     flow1, flow2 = surrogate.layer_flow.to(device), surrogate.voxel_flow.to(device)
 
@@ -313,7 +315,7 @@ def train_surrogate(
     def voxel_batch(x: torch.Tensor, e: torch.Tensor, gen: torch.Generator):
         layer_t, u, _ = pre.shower_forward(x, gen)
         y1, _ = pre.layers_forward(layer_t, e)
-        return u, torch.cat([pre.context(e), y1], dim=1)
+        return u, pre.flow2_context(pre.context(e), y1)
 
     # one fixed dequantization draw for validation
     val_gen = torch.Generator().manual_seed(cfg.seed + 12345)

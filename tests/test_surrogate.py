@@ -284,3 +284,22 @@ def test_layers_only_model_refuses_the_voxel_density_and_round_trips(tmp_path) -
                  lambda: again.sample(energies)):
         with pytest.raises(ModelError, match="layer-energy model without a trained voxel flow"):
             call()
+
+
+def test_layer_context_makes_the_voxel_density_independent_of_the_incident_energy(monkeypatch) -> None:
+    vox, energies = tiny_data(seed=3, zeros=False)
+    model = perturb(ShowerSurrogate.create(TINY, vox, energies, dequantization_width=1e-9, voxel_context="layers",
+                                           seed=3, **SMALL_FLOWS), 0.05, seed=3)
+    assert model.voxel_flow.config.context_dim == TINY.n_layers
+    grid = np.array([[2.0, 7.5, 30.0, 80.0]])
+    voxels = model.log_prob(vox[:20], grid, part="voxels", dtype=torch.float64, device="cpu")
+    assert np.ptp(voxels, axis=1).max() < 1e-9  # the full likelihood in E is the layer likelihood + a constant
+    full = model.log_prob(vox[:20], grid, dtype=torch.float64, device="cpu")
+    layers = model.log_prob(vox[:20], grid, part="layers", dtype=torch.float64, device="cpu")
+    assert np.allclose(full - layers, voxels, atol=1e-9)
+    again = ShowerSurrogate.from_record(model.record(), model.layer_flow.state_dict(), model.voxel_flow.state_dict())
+    assert again.preprocessing.voxel_context == "layers"
+    # still a density in GeV at every energy
+    for k, energy in enumerate((3.0, 40.0)):
+        mean, err = importance_normalization(model, energy, 40_000, seed=10 + k)
+        assert err < 0.05 and abs(mean - 1.0) < 4 * err + 0.01
