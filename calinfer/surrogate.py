@@ -224,6 +224,11 @@ class ShowerSurrogate:
         return cls(geometry, pre, ConditionalFlow(cfg1), ConditionalFlow(cfg2), provenance=provenance,
                    energy_range=(float(e.min()), float(e.max())))
 
+    @property
+    def voxel_density_depends_on_energy(self) -> bool:
+        """Whether ``log_prob(part="voxels")`` depends on the incident energy (not for ``voxel_context="layers"``)."""
+        return self.preprocessing.voxel_context != "layers"
+
     # --- inputs ----------------------------------------------------------------------------
     def _voxels(self, showers: Showers | np.ndarray) -> tuple[np.ndarray, str, int]:
         if isinstance(showers, Showers):
@@ -527,6 +532,12 @@ class SurrogateEnsemble:
 
     def __len__(self) -> int:
         return len(self.members)
+
+    @property
+    def voxel_density_depends_on_energy(self) -> bool:
+        """Whether the mixture's voxel part depends on E: as soon as one member's does, or members disagree on the
+        layer likelihood (a mixture of factorised members does not factorise)."""
+        return len(self.members) > 1 or self.members[0].voxel_density_depends_on_energy
 
     def _combine(self, values: list[np.ndarray]) -> np.ndarray:
         stack = np.stack(values)

@@ -544,3 +544,29 @@ def test_empty_showers_get_their_own_flag() -> None:
     vox[[1, 4]] = 0.0
     result = Calibrator(load_default()).fit(Showers(vox, s.geometry, s.incident_energy))
     assert [bool(st & Status.EMPTY) for st in result.status] == [False, True, False, False, True, False]
+
+
+def test_full_likelihood_of_a_layer_context_surrogate_is_the_layer_fit_plus_a_constant() -> None:
+    import torch
+
+    from calinfer import datasets
+    from calinfer.showers import Showers
+    from calinfer.surrogate import ShowerSurrogate
+
+    train = datasets.load("photons-val")[:3000]
+    model = ShowerSurrogate.create("calogan", train.voxels, train.incident_energy, voxel_context="layers",
+                                   layer_flow={"n_blocks": 2, "hidden": 16}, voxel_flow={"n_blocks": 2, "hidden": 16})
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(0)
+        for p in model.voxel_flow.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=gen))
+    test = datasets.load("photons-test-50")[:12]
+    showers = Showers(test.voxels, test.geometry, test.incident_energy)
+    fast = Calibrator(model, likelihood="full").fit(showers)
+    dense = Calibrator(model, likelihood="full", full_method="dense").fit(showers)  # the full likelihood everywhere
+    layers = Calibrator(model).fit(showers)
+    for name in ("e_mle", "e_lo", "e_hi"):
+        np.testing.assert_allclose(getattr(fast, name), getattr(dense, name), rtol=1e-3)
+        np.testing.assert_allclose(getattr(fast, name), getattr(layers, name), rtol=1e-4)  # float64 vs float32 flow I
+    np.testing.assert_allclose(fast.nll, dense.nll, atol=0.05)
+    assert np.all((fast.status & Status.CONVERGED) > 0)

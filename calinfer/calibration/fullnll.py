@@ -127,6 +127,18 @@ class FullLikelihood:
             kwargs["batch_size"] = self.batch_size
         return _finite_nll(self.surrogate.log_prob(x, energies, part="full", **kwargs))  # type: ignore[attr-defined]
 
+    @property
+    def energy_independent(self) -> bool:
+        """``D = ln p_full - ln p_layers`` does not depend on E (the surrogate says so): one evaluation per shower."""
+        return not getattr(self.surrogate, "voxel_density_depends_on_energy", True)
+
+    def remainder_once(self, x: np.ndarray, energies: np.ndarray) -> np.ndarray:
+        """``D`` of voxel rows ``x`` (N, V) at one energy each (N,) GeV, for an :attr:`energy_independent` surrogate."""
+        kwargs = self._kwargs(self.dtype)
+        if self.batch_size is not None:
+            kwargs["batch_size"] = self.batch_size
+        return np.asarray(self.surrogate.log_prob(x, energies, part="voxels", **kwargs), dtype=np.float64)  # type: ignore[attr-defined]
+
     def windows(self, layer_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per shower ``(u_lo, u_hi)`` (``u = ln E``): where ``-ln L_layers`` is within ``window_delta`` of its
         global minimum (all basins that come that close)."""

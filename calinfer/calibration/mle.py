@@ -379,6 +379,13 @@ class Calibrator:
     def _fit_batch(self, x: np.ndarray, check_intervals: bool = True) -> CalibrationResult:
         n = len(x)
         u_range = (math.log(self.energy_range[0]), math.log(self.energy_range[1]))
+        if self._full is not None and self._full.energy_independent:  # full = layers + D(x): fit the layers, add D
+            layer_x = self._full.layer_inputs(x)
+            exact = lambda rows, e: self._full.layer_nll(layer_x[rows], e)  # noqa: E731
+            result, scan = self._fit_rows(exact, np.arange(n), np.full(n, u_range[0]), np.full(n, u_range[1]))
+            self._check(result, scan, exact, exact, None, check_intervals)
+            result.nll = result.nll - self._full.remainder_once(x, result.e_mle)
+            return result
         if self._full is not None:
             table = self._full.build(x)
             cheap: _Function = lambda rows, e: table.nll(e, rows)  # noqa: E731
