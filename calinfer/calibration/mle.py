@@ -332,8 +332,9 @@ class Calibrator:
                 if progress is not None:
                     progress(len(part))
         result = CalibrationResult.concatenate(parts)
-        empty = np.asarray(x).reshape(len(x), -1).sum(axis=1) <= 0
-        result.status = np.where(empty, result.status | _EMPTY, result.status).astype(result.status.dtype)
+        if isinstance(data, Showers):  # energies in GeV: a shower without any carries no information
+            empty = np.asarray(x).sum(axis=1) <= 0
+            result.status = np.where(empty, result.status | _EMPTY, result.status).astype(result.status.dtype)
         return result
 
     def fit_direct(
