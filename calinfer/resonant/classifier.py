@@ -70,12 +70,7 @@ class EnsembleMLP:
 
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> EnsembleMLP:
         """Train on features ``X`` (N, D) and labels ``y`` in {0, 1}."""
-        X = np.asarray(X, dtype=np.float64)
-        y = np.asarray(y).reshape(-1)
-        if X.ndim != 2 or len(X) != len(y):
-            raise InputError(f"need X of shape (N, D) and y of shape (N,), got {X.shape} and {y.shape}")
-        if not set(np.unique(y)) <= {0, 1} or len(np.unique(y)) != 2:
-            raise InputError("y must contain both classes 0 and 1 and nothing else")
+        X, y = _checked_xy(X, y)
         w = _balanced_weights(y, sample_weight)
         self.mean_, self.std_ = X.mean(axis=0), np.maximum(X.std(axis=0), 1e-12)
         Xt = torch.as_tensor((X - self.mean_) / self.std_, dtype=torch.float32)
@@ -143,6 +138,17 @@ class EnsembleMLP:
         return np.stack([1 - p, p], axis=1)
 
 
+def _checked_xy(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Features ``(N, D)`` as float64 and labels ``(N,)`` with both classes 0 and 1, or an :class:`InputError`."""
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y).reshape(-1)
+    if X.ndim != 2 or len(X) != len(y):
+        raise InputError(f"need X of shape (N, D) and y of shape (N,), got {X.shape} and {y.shape}")
+    if not set(np.unique(y)) <= {0, 1} or len(np.unique(y)) != 2:
+        raise InputError("y must contain both classes 0 and 1 and nothing else")
+    return X, y
+
+
 def _balanced_weights(y: np.ndarray, sample_weight: np.ndarray | None) -> np.ndarray:
     """Sample weights scaled so that both classes have equal total weight and the mean weight is 1."""
     w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1).copy()
@@ -185,12 +191,7 @@ class BoostedTreeEnsemble:
         """Train on features ``X`` (N, D) and labels ``y`` in {0, 1}."""
         from sklearn.ensemble import HistGradientBoostingClassifier
 
-        X = np.asarray(X, dtype=np.float64)
-        y = np.asarray(y).reshape(-1)
-        if X.ndim != 2 or len(X) != len(y):
-            raise InputError(f"need X of shape (N, D) and y of shape (N,), got {X.shape} and {y.shape}")
-        if not set(np.unique(y)) <= {0, 1} or len(np.unique(y)) != 2:
-            raise InputError("y must contain both classes 0 and 1 and nothing else")
+        X, y = _checked_xy(X, y)
         w = _balanced_weights(y, sample_weight)
         seeds = np.random.default_rng(self.seed).integers(2**31, size=self.n_models)
         self.models_ = []
