@@ -25,7 +25,7 @@ def combine(layers: ShowerSurrogate, voxels: ShowerSurrogate) -> ShowerSurrogate
     a, b = layers.preprocessing.to_dict(), voxels.preprocessing.to_dict()
     if any(a[k] != b[k] for k in FLOW_I_PREPROCESSING) or layers.geometry.id != voxels.geometry.id:
         raise ModelError("the two surrogates do not share flow I's preprocessing; train both on the same showers")
-    training = {**voxels.training, "layers": layers.training["layers"]}
+    training = {**voxels.training, "layers": layers.training.get("layers", {"source": "checkpoint"})}
     provenance = {**voxels.provenance, "layer_flow_from": layers.provenance}
     return ShowerSurrogate(voxels.geometry, voxels.preprocessing, layers.layer_flow, voxels.voxel_flow,
                            provenance=provenance, training=training, energy_range=voxels.energy_range)
