@@ -105,12 +105,7 @@ def simulate_chi(
     for i in (1, 2):
         names += [f"photon{i}_{k}" for k in ("energy", "x_mm", "y_mm", "z_mm", "tx", "ty")]
     truth = {k: np.empty(n, dtype=np.float32) for k in names}
-    blocks = list(block_rngs(n, seed))
-    if progress:
-        from tqdm.auto import tqdm
-
-        blocks = tqdm(blocks, unit="block", desc=f"simulating {n} chi decays")
-    for sl, rng in blocks:
+    for sl, rng in block_rngs(n, seed, progress=f"simulating {n} chi decays" if progress else None):
         m = sl.stop - sl.start
         if decay_distance is not None:
             flight = np.full(m, 1000.0 * decay_distance)

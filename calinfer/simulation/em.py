@@ -107,11 +107,21 @@ class EMShowerModel:
         return out
 
 
-def block_rngs(n: int, seed: int, block: int = BLOCK_SIZE) -> Iterator[tuple[slice, np.random.Generator]]:
-    """Split ``n`` showers into blocks of ``block`` with independent generators derived from ``seed``."""
+def block_rngs(
+    n: int, seed: int, block: int = BLOCK_SIZE, progress: str | None = None
+) -> Iterator[tuple[slice, np.random.Generator]]:
+    """Split ``n`` showers into blocks of ``block`` with independent generators derived from ``seed``.
+
+    With ``progress`` (the bar's label) the blocks come with a progress bar.
+    """
     if n < 0:
         raise InputError(f"number of showers must be non-negative, got {n}")
-    for b, start in enumerate(range(0, n, block)):
+    starts = range(0, n, block)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, unit="block", desc=progress)
+    for b, start in enumerate(starts):
         sequence = np.random.SeedSequence(int(seed), spawn_key=(b,))
         yield slice(start, min(start + block, n)), np.random.default_rng(sequence)
 

@@ -67,12 +67,7 @@ def simulate_hadron_like(
     energies = np.empty(n)
     keys = ("start_depth_mm", "em_fraction", "invisible_energy", "true_deposit", "leak_back", "leak_side")
     truth = {k: np.empty(n, dtype=np.float32) for k in keys}
-    blocks = list(block_rngs(n, seed))
-    if progress:
-        from tqdm.auto import tqdm
-
-        blocks = tqdm(blocks, unit="block", desc=f"simulating {n} hadron-like showers")
-    for sl, rng in blocks:
+    for sl, rng in block_rngs(n, seed, progress=f"simulating {n} hadron-like showers" if progress else None):
         m = sl.stop - sl.start
         if energy is not None:
             e = np.full(m, float(energy))

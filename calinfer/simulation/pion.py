@@ -446,12 +446,7 @@ def simulate_pions(
     voxels = np.zeros((n, nv), dtype=np.float32)
     energies = np.empty(n)
     truth = {k: np.empty(n, dtype=np.float32) for k in _TRUTH}
-    blocks = list(block_rngs(n, seed))
-    if progress:
-        from tqdm.auto import tqdm
-
-        blocks = tqdm(blocks, unit="block", desc=f"simulating {n} pions")
-    for sl, rng in blocks:
+    for sl, rng in block_rngs(n, seed, progress=f"simulating {n} pions" if progress else None):
         m = sl.stop - sl.start
         e = fixed[sl] if fixed is not None else draw_energies(m, rng, energy_range=energy_range, prior=prior)
         # 1. first interaction and the track before it

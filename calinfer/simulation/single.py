@@ -63,12 +63,7 @@ def simulate_showers(
     energies = np.empty(n)
     keys = ("start_depth_mm", "t_max_x0", "alpha", "true_deposit", "leak_back", "leak_side", "leak_dead")
     truth = {k: np.empty(n, dtype=np.float32) for k in keys}
-    blocks = list(block_rngs(n, seed))
-    if progress:
-        from tqdm.auto import tqdm
-
-        blocks = tqdm(blocks, unit="block", desc=f"simulating {n} {particle}s")
-    for sl, rng in blocks:
+    for sl, rng in block_rngs(n, seed, progress=f"simulating {n} {particle}s" if progress else None):
         m = sl.stop - sl.start
         e = fixed[sl] if fixed is not None else draw_energies(m, rng, energy_range=energy_range, prior=prior)
         start = np.zeros((m, 3))
