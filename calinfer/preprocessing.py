@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 
-VOXEL_CONTEXTS = ("incident", "layers")
+VOXEL_CONTEXTS = ("incident", "layers", "estimated")
 """What flow II can be conditioned on (:attr:`ShowerPreprocessing.voxel_context`)."""
 
 
@@ -75,9 +75,24 @@ def dequantize(
     return shifted, torch.zeros(len(voxels), dtype=voxels.dtype, device=voxels.device)
 
 
-def quantize(dequantized: torch.Tensor, width: float) -> torch.Tensor:
-    """Map dequantized voxels back to recorded ones: below ``width`` is zero, above it the midpoint shift is undone."""
-    return torch.where(dequantized < width, torch.zeros_like(dequantized), dequantized - 0.5 * width)
+def quantize(
+    dequantized: torch.Tensor, width: float, threshold: float = 0.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Map dequantized voxels ``x~`` back to recorded ones ``x`` (GeV).
+
+    ``x~`` below ``max(width, threshold)`` is a zero voxel (the read-out ``threshold`` is the smallest
+    recorded non-zero energy; a model's mass between the zero cell and the threshold is where no
+    recorded voxel lies). Above it, ``x`` is drawn from the cell ``[x~ - width, x~]`` cut at the
+    threshold, uniformly (the conditional of ``x`` given ``x~`` for a density flat within a cell), or
+    the cell's midpoint (cut at the threshold) without a generator.
+    """
+    lower = torch.clamp(dequantized - width, min=threshold)
+    if generator is None:
+        x = torch.maximum(dequantized - 0.5 * width, lower)
+    else:
+        u = torch.rand(dequantized.shape, generator=generator, dtype=dequantized.dtype, device=generator.device)
+        x = lower + (dequantized - lower) * u.to(dequantized.device)
+    return torch.where(dequantized < max(width, threshold), torch.zeros_like(dequantized), x)
 
 
 class ScaleByIncident:
@@ -282,9 +297,13 @@ class ShowerPreprocessing:
     ratio_mean, ratio_scale: standardization of the log-ratios ``w``.
     gaussianize: marginal Gaussianization of the standardized ``w`` (flow II variables), or ``None``.
     voxel_context: what flow II is conditioned on: ``"incident"`` (standardized ``log E`` and flow I's
-        variables) or ``"layers"`` (the standardized ``log E~_l`` only: the voxel density given the layer
-        energies then does not depend on ``E``, and the full likelihood in ``E`` is the layer likelihood plus
-        a constant).
+        variables), ``"layers"`` (the standardized ``log E~_l`` only) or ``"estimated"`` (the ``"incident"``
+        context with ``E`` replaced by the estimate ``E^ = sum_l E~_l / energy_response`` from the layer
+        energies). With ``"layers"`` and ``"estimated"`` the voxel density given the layer energies does not
+        depend on ``E``, and the full likelihood in ``E`` is the layer likelihood plus a constant.
+    energy_response: median of ``sum_l E~_l / E`` over the training showers (for ``"estimated"``).
+    readout_threshold: smallest non-zero recorded voxel energy of the training showers (GeV); sampled
+        voxels below it are recorded as zero (:func:`quantize`).
     """
 
     layer_slices: list[tuple[int, int]]
@@ -298,10 +317,14 @@ class ShowerPreprocessing:
     ratio_scale: np.ndarray
     gaussianize: MarginalGaussianize | None = None
     voxel_context: str = "incident"
+    energy_response: float = 1.0
+    readout_threshold: float = 0.0
 
     def __post_init__(self) -> None:
         if self.voxel_context not in VOXEL_CONTEXTS:
             raise ValueError(f"voxel_context must be one of {VOXEL_CONTEXTS}, not {self.voxel_context!r}")
+        if not (self.energy_response > 0 and math.isfinite(self.energy_response)) or not self.readout_threshold >= 0:
+            raise ValueError("energy_response must be positive and readout_threshold non-negative")
         self.ratio = LayerLogRatio(self.layer_slices, self.reference)
         self.layer_std = Standardize(self.layer_mean, self.layer_scale)
         self.ratio_std = Standardize(self.ratio_mean, self.ratio_scale)
@@ -323,18 +346,25 @@ class ShowerPreprocessing:
     @property
     def voxel_context_dim(self) -> int:
         """Context size of flow II."""
-        return self.n_layers + (self.voxel_context == "incident")
+        return self.n_layers + (self.voxel_context != "layers")
 
     def flow2_context(self, context: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:
         """Flow II's context from flow I's context (standardized ``log E``) and variables ``y1``.
 
-        ``"layers"``: ``(log E~_l - m_l - m_E) / hypot(s_l, s_E)`` = ``(y1 s_l + c s_E) / hypot(s_l, s_E)``,
-        which does not depend on ``E``.
+        ``"layers"``: ``(log E~_l - m_l - m_E) / hypot(s_l, s_E)`` = ``(y1 s_l + c s_E) / hypot(s_l, s_E)``;
+        ``"estimated"``: ``[c^, y1^]``, the ``"incident"`` context at ``E^ = sum_l E~_l / energy_response``.
+        Neither depends on ``E``.
         """
         if self.voxel_context == "incident":
             return torch.cat([context, y1], dim=1)
         s_l = torch.as_tensor(self.layer_scale, dtype=y1.dtype, device=y1.device)
-        return (y1 * s_l + context * self.log_energy_scale) / torch.sqrt(s_l**2 + self.log_energy_scale**2)
+        if self.voxel_context == "layers":
+            return (y1 * s_l + context * self.log_energy_scale) / torch.sqrt(s_l**2 + self.log_energy_scale**2)
+        m_l = torch.as_tensor(self.layer_mean, dtype=y1.dtype, device=y1.device)
+        log_layers = y1 * s_l + m_l + (context * self.log_energy_scale + self.log_energy_mean)  # log E~_l
+        log_estimate = torch.logsumexp(log_layers, dim=1, keepdim=True) - math.log(self.energy_response)
+        context_hat = (log_estimate - self.log_energy_mean) / self.log_energy_scale
+        return torch.cat([context_hat, (log_layers - log_estimate - m_l) / s_l], dim=1)
 
     @classmethod
     def fit(
@@ -375,6 +405,7 @@ class ShowerPreprocessing:
         ratio_mean, ratio_scale = _robust_scale(y[:, n_l:], tail)
         gauss = MarginalGaussianize.fit((y[:, n_l:] - ratio_mean) / ratio_scale) if gaussianize else None
         log_e = np.log(e)
+        positive = vox[vox > 0]
         return cls(
             layer_slices=slices,
             reference=reference,
@@ -387,6 +418,8 @@ class ShowerPreprocessing:
             ratio_scale=ratio_scale,
             gaussianize=gauss,
             voxel_context=voxel_context,
+            energy_response=float(np.median(y[:, :n_l].sum(axis=1) / e)),
+            readout_threshold=float(positive.min()) if positive.size else 0.0,
         )
 
     # --- pieces of the chain -------------------------------------------------------------
@@ -421,13 +454,15 @@ class ShowerPreprocessing:
         layer_energies, _ = ScaleByIncident.inverse(r, energies)
         return layer_energies
 
-    def shower_inverse(self, layer_energies: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """``(E~, flow-II variables)`` -> recorded voxels (GeV, zero below the dequantization width)."""
+    def shower_inverse(
+        self, layer_energies: torch.Tensor, u: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``(E~, flow-II variables)`` -> recorded voxels (GeV; :func:`quantize`, ``generator`` draws in the cell)."""
         if self.gaussianize is not None:
             u, _ = self.gaussianize.inverse(u)
         w, _ = self.ratio_std.inverse(u)
         xt, _ = self.ratio.inverse(torch.cat([layer_energies, w], dim=1))
-        return quantize(xt, self.dequantization_width)
+        return quantize(xt, self.dequantization_width, self.readout_threshold, generator)
 
     def dequantized_layer_energies(self, layer_energies: torch.Tensor) -> torch.Tensor:
         """Layer sums of the recorded voxels -> those of the midpoint-dequantized voxels: ``E_l + n_l delta / 2``."""
@@ -448,6 +483,8 @@ class ShowerPreprocessing:
             "ratio_scale": self.ratio_scale.tolist(),
             "gaussianize": None if self.gaussianize is None else self.gaussianize.to_dict(),
             "voxel_context": self.voxel_context,
+            "energy_response": self.energy_response,
+            "readout_threshold": self.readout_threshold,
         }
 
     @classmethod
@@ -462,6 +499,8 @@ class ShowerPreprocessing:
             reference=[int(r) for r in data["reference"]],
             gaussianize=None if data.get("gaussianize") is None else MarginalGaussianize.from_dict(data["gaussianize"]),
             voxel_context=data.get("voxel_context", "incident"),
+            energy_response=float(data.get("energy_response", 1.0)),
+            readout_threshold=float(data.get("readout_threshold", 0.0)),
             dequantization_width=float(data["dequantization_width"]),
             log_energy_mean=float(data["log_energy_mean"]),
             log_energy_scale=float(data["log_energy_scale"]),

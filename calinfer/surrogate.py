@@ -13,6 +13,10 @@ the dequantized voxels ``x~ = x + delta/2`` with every Jacobian term included, `
 the log density (GeV^-L) of the dequantized layer energies ``E~_l = E_l + n_l delta/2`` and
 ``part="voxels"`` the conditional log density of the voxels given those layer energies; the
 two parts add up to the full one.
+
+Sampling draws ``x~`` from the model and records it as the read-out would
+(:func:`calinfer.preprocessing.quantize`): below the dequantization width or the training showers'
+read-out threshold a voxel is zero, above it the recorded energy is drawn within its cell.
 """
 
 from __future__ import annotations
@@ -209,8 +213,9 @@ class ShowerSurrogate:
         :data:`DEFAULT_VOXEL_FLOW` (see :class:`calinfer.flows.FlowConfig`); ``dequantization_width``
         (GeV) defaults to the smallest non-zero voxel energy rounded down to a power of ten;
         ``gaussianize`` maps flow II's coordinates through their fitted marginal quantiles first
-        (:class:`calinfer.preprocessing.MarginalGaussianize`); ``voxel_context="layers"`` conditions flow II
-        on the layer energies only (:attr:`calinfer.preprocessing.ShowerPreprocessing.voxel_context`).
+        (:class:`calinfer.preprocessing.MarginalGaussianize`); ``voxel_context="layers"`` or ``"estimated"``
+        condition flow II on the layer energies only
+        (:attr:`calinfer.preprocessing.ShowerPreprocessing.voxel_context`).
         """
         geometry = get_geometry(geometry)
         geometry.check_voxel_count(np.shape(voxels)[1], what="training showers")
@@ -226,8 +231,8 @@ class ShowerSurrogate:
 
     @property
     def voxel_density_depends_on_energy(self) -> bool:
-        """Whether ``log_prob(part="voxels")`` depends on the incident energy (not for ``voxel_context="layers"``)."""
-        return self.preprocessing.voxel_context != "layers"
+        """Whether ``log_prob(part="voxels")`` depends on the incident energy (``voxel_context="incident"``)."""
+        return self.preprocessing.voxel_context == "incident"
 
     # --- inputs ----------------------------------------------------------------------------
     def _voxels(self, showers: Showers | np.ndarray) -> tuple[np.ndarray, str, int]:
@@ -406,6 +411,7 @@ class ShowerSurrogate:
         pre = self.preprocessing
         z1 = self._base_layers(len(e), seed)
         gen2 = torch.Generator().manual_seed(seed + 1_000_003)
+        gen3 = torch.Generator().manual_seed(seed + 2_000_003)
         batch = batch_size or (1 << 15 if dev.type == "cuda" else 1 << 12)
         out = np.empty((len(e), self.geometry.n_voxels), dtype=np.float32)
         with torch.inference_mode():
@@ -414,7 +420,7 @@ class ShowerSurrogate:
                 ctx = pre.context(e_t)
                 y1 = flow1.from_base(z1[a:a + batch].to(dev), ctx)
                 u = flow2.sample(pre.flow2_context(ctx, y1), gen2)
-                x = pre.shower_inverse(pre.layers_inverse(y1, e_t), u)
+                x = pre.shower_inverse(pre.layers_inverse(y1, e_t), u, gen3)
                 out[a:a + batch] = x.cpu().numpy()
         return Showers(voxels=out, geometry=self.geometry, incident_energy=e,
                        source=f"<surrogate sample, seed {seed}>")

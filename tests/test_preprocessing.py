@@ -94,6 +94,23 @@ def test_zero_voxels_and_empty_layers() -> None:
     assert float(noisy.mean()) == pytest.approx(width / 2, rel=0.01)
 
 
+def test_quantize_records_the_readout_threshold_and_undoes_the_dequantization_in_distribution() -> None:
+    from scipy import stats
+
+    width, threshold, n = 1e-4, 1.2e-4, 40_000
+    rng = np.random.default_rng(5)
+    recorded = np.where(rng.random(n) < 0.3, 0.0, threshold + rng.uniform(0, 60 * width, n))  # flat above t
+    xt, _ = dequantize(torch.as_tensor(recorded), width, torch.Generator().manual_seed(1))
+    # a model's mass between the zero cell and the threshold (where no recorded voxel lies)
+    xt = torch.cat([xt, torch.full((500,), 1.1e-4, dtype=torch.float64)])
+    back = quantize(xt, width, threshold, torch.Generator().manual_seed(2)).numpy()
+    assert np.array_equal(back[:n] == 0, recorded == 0) and np.all(back[n:] == 0)
+    assert back[back > 0].min() >= threshold
+    assert stats.ks_2samp(back[:n][back[:n] > 0], recorded[recorded > 0]).statistic < 0.015
+    midpoint = quantize(xt, width, threshold).numpy()  # deterministic: the cell midpoint cut at the threshold
+    assert np.all((midpoint == 0) == (back == 0)) and np.all(np.abs(midpoint - back) <= width / 2 + 1e-15)
+
+
 def test_auto_dequantization_width() -> None:
     assert auto_dequantization_width(np.array([[0.0, 1.0065e-4, 0.3]])) == pytest.approx(1e-4)
     assert auto_dequantization_width(np.array([[0.0, 3e-6], [2.0, 0.0]])) == pytest.approx(1e-6)
@@ -141,7 +158,9 @@ def test_full_chain_jacobian_is_sum_of_parts_and_energy_terms_cancel() -> None:
 
 def test_serialization_round_trip() -> None:
     pre, _, _ = fitted(1)
+    assert pre.readout_threshold == pytest.approx(fitted(1)[1][fitted(1)[1] > 0].min())
     again = ShowerPreprocessing.from_dict(pre.to_dict())
+    assert (again.readout_threshold, again.energy_response) == (pre.readout_threshold, pre.energy_response)
     x = torch.as_tensor(fitted(2)[1][:5])
     assert all(torch.equal(a, b) for a, b in zip(pre.shower_forward(x), again.shower_forward(x), strict=True))
     bad = pre.to_dict() | {"ratio_scale": [0.0] * len(pre.ratio_scale)}

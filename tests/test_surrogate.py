@@ -136,7 +136,9 @@ def test_layer_density_is_normalized_in_gev_at_every_energy(monkeypatch: pytest.
 def importance_normalization(model: ShowerSurrogate, energy: float, n: int, seed: int) -> tuple[float, float]:
     """E_q[p/q] with q an independent log-normal proposal in the 7 voxel energies (GeV); must be 1."""
     rng = np.random.default_rng(seed)
-    ref = model.sample(np.full(4000, energy), seed=seed).voxels.astype(np.float64)
+    threshold, model.preprocessing.readout_threshold = model.preprocessing.readout_threshold, 0.0
+    ref = model.sample(np.full(4000, energy), seed=seed).voxels.astype(np.float64)  # proposal near x~, not the
+    model.preprocessing.readout_threshold = threshold  # read-out's zeros (the density ignores the threshold)
     logs = np.log(ref + model.preprocessing.dequantization_width / 2)
     mean, cov = logs.mean(axis=0), 2.0 * np.cov(logs, rowvar=False)
     z = rng.multivariate_normal(mean, cov, size=n)
@@ -226,9 +228,14 @@ def test_sampling_calogan_geometry() -> None:
     assert sample.geometry.id == get_geometry("calogan").id and sample.voxels.shape == (40, 504)
     assert np.all(sample.voxels >= 0) and np.all(np.isfinite(sample.voxels))
     assert np.array_equal(sample.incident_energy, energies)
-    # the layer sums are those of flow I's draw, up to the dequantization cells (n_l * delta)
+    # recorded as the read-out would: zero or at least the training showers' smallest non-zero energy
+    threshold = model.preprocessing.readout_threshold
+    assert threshold == pytest.approx(train.voxels[train.voxels > 0].min())
+    assert np.all((sample.voxels == 0) | (sample.voxels >= threshold * (1 - 1e-6)))
+    # the layer sums are those of flow I's draw, up to a dequantization cell or the threshold per voxel
     layers = model.sample_layers(energies, seed=11, device="cpu")
-    tolerance = model.preprocessing.layer_sizes * model.preprocessing.dequantization_width
+    cell = max(model.preprocessing.dequantization_width, threshold)
+    tolerance = model.preprocessing.layer_sizes * cell
     assert np.all(np.abs(sample.layer_energies() - layers) <= tolerance + 1e-5 * layers)
     assert np.array_equal(model.sample(energies, seed=11, device="cpu").voxels, sample.voxels)
     assert not np.array_equal(model.sample(energies, seed=12, device="cpu").voxels, sample.voxels)
@@ -286,11 +293,13 @@ def test_layers_only_model_refuses_the_voxel_density_and_round_trips(tmp_path) -
             call()
 
 
-def test_layer_context_makes_the_voxel_density_independent_of_the_incident_energy(monkeypatch) -> None:
+@pytest.mark.parametrize("context", ["layers", "estimated"])
+def test_layer_context_makes_the_voxel_density_independent_of_the_incident_energy(monkeypatch, context) -> None:
     vox, energies = tiny_data(seed=3, zeros=False)
-    model = perturb(ShowerSurrogate.create(TINY, vox, energies, dequantization_width=1e-9, voxel_context="layers",
+    model = perturb(ShowerSurrogate.create(TINY, vox, energies, dequantization_width=1e-9, voxel_context=context,
                                            seed=3, **SMALL_FLOWS), 0.05, seed=3)
-    assert model.voxel_flow.config.context_dim == TINY.n_layers
+    assert model.voxel_flow.config.context_dim == TINY.n_layers + (context == "estimated")
+    assert not model.voxel_density_depends_on_energy
     grid = np.array([[2.0, 7.5, 30.0, 80.0]])
     voxels = model.log_prob(vox[:20], grid, part="voxels", dtype=torch.float64, device="cpu")
     assert np.ptp(voxels, axis=1).max() < 1e-9  # the full likelihood in E is the layer likelihood + a constant
@@ -298,8 +307,24 @@ def test_layer_context_makes_the_voxel_density_independent_of_the_incident_energ
     layers = model.log_prob(vox[:20], grid, part="layers", dtype=torch.float64, device="cpu")
     assert np.allclose(full - layers, voxels, atol=1e-9)
     again = ShowerSurrogate.from_record(model.record(), model.layer_flow.state_dict(), model.voxel_flow.state_dict())
-    assert again.preprocessing.voxel_context == "layers"
+    assert again.preprocessing.voxel_context == context
     # still a density in GeV at every energy
     for k, energy in enumerate((3.0, 40.0)):
         mean, err = importance_normalization(model, energy, 40_000, seed=10 + k)
         assert err < 0.05 and abs(mean - 1.0) < 4 * err + 0.01
+
+
+def test_estimated_context_is_the_incident_context_at_the_energy_estimated_from_the_layer_sum() -> None:
+    vox, energies = tiny_data(seed=4)
+    pre = ShowerSurrogate.create(TINY, vox, energies, voxel_context="estimated", seed=4, **SMALL_FLOWS).preprocessing
+    xt = vox + pre.dequantization_width / 2
+    layers = np.stack([xt[:, a:b].sum(axis=1) for a, b in pre.layer_slices], axis=1)
+    assert pre.energy_response == pytest.approx(np.median(layers.sum(axis=1) / energies), rel=0.02)
+    estimate = layers.sum(axis=1) / pre.energy_response
+    expected = np.column_stack([(np.log(estimate) - pre.log_energy_mean) / pre.log_energy_scale,
+                                (np.log(layers / estimate[:, None]) - pre.layer_mean) / pre.layer_scale])
+    for true_energy in (energies, np.full(len(energies), 55.0)):  # whatever E the pair is evaluated at
+        e_t = torch.as_tensor(true_energy)
+        y1, _ = pre.layers_forward(torch.as_tensor(layers), e_t)
+        got = pre.flow2_context(pre.context(e_t), y1).numpy()
+        assert np.allclose(got, expected, atol=1e-10)

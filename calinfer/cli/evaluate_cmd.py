@@ -45,8 +45,8 @@ def run_evaluation(
     """Sample ``model`` at the incident energies of ``reference`` and write the comparison into ``out_dir``.
 
     Writes ``evaluation.json``, ``evaluation.md``, ``separation.<fmt>`` and one ``hist_<feature>.<fmt>`` per
-    feature (each file atomically); ``threshold`` (GeV, default: the model's dequantization width) is the
-    sparsity threshold; ``n_threads`` limits the classifiers' threads. Returns the
+    feature (each file atomically); ``threshold`` (GeV, default: the larger of the model's dequantization
+    width and read-out threshold) is the sparsity threshold; ``n_threads`` limits the classifiers' threads. Returns the
     :class:`~calinfer.evaluation.Evaluation`.
     """
     import json
@@ -64,7 +64,8 @@ def run_evaluation(
     model.geometry.check(reference.geometry, what=f"reference showers {reference.source}")
     if threshold is None:
         members = getattr(model, "members", [model])
-        threshold = max(m.preprocessing.dequantization_width for m in members)
+        threshold = max(max(m.preprocessing.dequantization_width, m.preprocessing.readout_threshold)
+                        for m in members)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -193,7 +194,7 @@ def _load_reference(
     "--threshold",
     type=float,
     default=None,
-    help="Sparsity threshold in GeV (default: the model's dequantization width).",
+    help="Sparsity threshold in GeV (default: the model's dequantization width or read-out threshold).",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of sampling, simulation and classifiers.")
 @click.option("--device", default=None, help="torch device for sampling (default: cuda when available).")
