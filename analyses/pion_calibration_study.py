@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=50_000, help="training pions of each MSE regression")
     parser.add_argument("--dense-n", type=int, default=400)
     parser.add_argument("--dense-points", type=int, default=1500)
+    parser.add_argument("--mse-from", default=None, help="take the MSE regressions (which do not depend on the flow) "
+                        "from this earlier summary.json of the same --n and --n-train instead of retraining them")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--mle-log-only", action="store_true", help="add the --model-log MLE to an existing "
@@ -155,8 +157,8 @@ def main() -> None:
         row["open"] = float(np.mean(res.has(Status.OPEN_LOW | Status.OPEN_HIGH)[sel]))
         row["at_boundary"] = float(np.mean(res.has(Status.AT_BOUNDARY)[sel]))
 
-    mse = {}
-    for name, dataset in (("uniform", "pions-train"), ("log-uniform", "pions-train-log")):
+    mse = _earlier_mse(args) if args.mse_from else {}
+    for name, dataset in () if mse else (("uniform", "pions-train"), ("log-uniform", "pions-train-log")):
         t2 = time.time()
         train = datasets.regenerate(dataset, n=args.n_train)
         reg = train_regressor(train, seed=0)
@@ -207,6 +209,15 @@ def main() -> None:
     _plots(summary, res, e_true, dense, out)
     log.info("done in %.1f min; %s", summary["minutes"], out)
     print((out / "table.md").read_text())
+
+
+def _earlier_mse(args: argparse.Namespace) -> dict:
+    """The MSE rows of an earlier run with the same test and training sizes (same seeds: the same regressions)."""
+    earlier = json.loads(Path(args.mse_from).read_text())
+    if earlier["n_per_energy"] != args.n or f"--n-train {args.n_train} " not in earlier["command"] + " ":
+        raise SystemExit(f"Error: {args.mse_from}: made with other --n / --n-train than this run")
+    log.info("MSE regressions taken from %s", args.mse_from)
+    return earlier["mse"]
 
 
 def _add_mle_log(args: argparse.Namespace, layers: np.ndarray, e_true: np.ndarray, out: Path) -> None:

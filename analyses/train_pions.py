@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-train", type=int, default=N_TRAIN)
+    parser.add_argument("--hidden", type=int, default=LAYER_FLOW["hidden"], help="hidden width of flow I")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args()
@@ -83,7 +84,7 @@ def main() -> None:
     config = TrainConfig(epochs=1, batch_size=256, lr=1e-3, patience=1, layer_epochs=400, layer_batch_size=1024,
                          layer_lr=2e-3, layer_patience=30, layer_time_fraction=1.0, max_minutes=args.minutes,
                          seed=args.seed, device="cpu", progress=not args.quiet)
-    train_surrogate(train, out, config=config, val_showers=val, layer_flow=LAYER_FLOW,
+    train_surrogate(train, out, config=config, val_showers=val, layer_flow={**LAYER_FLOW, "hidden": args.hidden},
                     voxel_flow=PLACEHOLDER_VOXEL_FLOW, work_dir=args.work_dir, resume=args.resume,
                     provenance=provenance)
     make_layers_only(out)

@@ -53,6 +53,7 @@ __all__ = [
     "auto_dequantization_width",
     "dequantize",
     "quantize",
+    "readout_constants",
 ]
 
 
@@ -274,6 +275,18 @@ def auto_dequantization_width(voxels: np.ndarray) -> float:
     return float(max(width, floor))
 
 
+def readout_constants(voxels: np.ndarray, energies: np.ndarray, width: float) -> tuple[float, float]:
+    """``(energy_response, readout_threshold)`` of showers (voxels ``(N, n)``, energies ``(N,)``, GeV).
+
+    The response is the median of ``sum_i x~_i / E`` (midpoint-dequantized, width ``width``), the
+    threshold the smallest non-zero voxel energy (0 without any).
+    """
+    voxels = np.asarray(voxels, dtype=np.float64)
+    positive = voxels[voxels > 0]
+    response = np.median((voxels.sum(axis=1) + 0.5 * width * voxels.shape[1]) / np.asarray(energies, dtype=np.float64))
+    return float(response), float(positive.min()) if positive.size else 0.0
+
+
 def _robust_scale(values: np.ndarray, tail: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and scale: the standard deviation, widened so the 0.1% and 99.9% quantiles land in ``±tail``."""
     mean = values.mean(axis=0)
@@ -405,7 +418,7 @@ class ShowerPreprocessing:
         ratio_mean, ratio_scale = _robust_scale(y[:, n_l:], tail)
         gauss = MarginalGaussianize.fit((y[:, n_l:] - ratio_mean) / ratio_scale) if gaussianize else None
         log_e = np.log(e)
-        positive = vox[vox > 0]
+        response, threshold = readout_constants(vox, e, dequantization_width)
         return cls(
             layer_slices=slices,
             reference=reference,
@@ -418,8 +431,8 @@ class ShowerPreprocessing:
             ratio_scale=ratio_scale,
             gaussianize=gauss,
             voxel_context=voxel_context,
-            energy_response=float(np.median(y[:, :n_l].sum(axis=1) / e)),
-            readout_threshold=float(positive.min()) if positive.size else 0.0,
+            energy_response=response,
+            readout_threshold=threshold,
         )
 
     # --- pieces of the chain -------------------------------------------------------------

@@ -185,6 +185,21 @@ def test_profile_score_reaches_the_analytic_maximum():
     assert np.max(expected - coarse["log_prob"]) > 1e-3
 
 
+def test_profile_of_an_energy_independent_voxel_density_profiles_flow_one_and_adds_flow_two_once():
+    sur = StandIn()
+    sur.voxel_density_depends_on_energy = False  # the truth for tilt=None: the voxel part is constant in E
+    showers = toy_showers(200, seed=6)
+    y = showers.layer_energies()
+    w = 1 / SIGMAS**2
+    log_e_star = ((np.log(y) - np.log(FRACTIONS)) * w).sum(axis=1) / w.sum()
+    e_star = np.clip(np.exp(log_e_star), 1, 100)
+    expected = StandIn.layers(y, e_star[:, None])[:, 0] + StandIn.voxels(showers)
+    out = ProfileScore(sur).evaluate(showers)
+    np.testing.assert_allclose(out["log_prob"], expected, atol=1e-4, rtol=0)
+    assert np.all(out["log_prob"] <= expected + 1e-9)
+    assert [part for part, _ in sur.calls].count("full") == 0 and sur.calls[-1] == ("voxels", (200,))
+
+
 def test_profile_polish_follows_energy_dependence_of_the_voxel_part():
     sur = StandIn(tilt=0.15)  # the voxel part pulls E away from the layer-only maximum
     showers = toy_showers(200, seed=25)
@@ -575,11 +590,14 @@ def test_mixed_likelihood_is_the_midpoint_rule_of_the_empty_cells(kind, options,
 
 def test_profile_located_by_the_calibration_matches_a_dense_scan():
     """locate='calibration' (the calibration's full-likelihood minimum, guarded by the flow-I maximum) against a
-    dense 40-point scan with three zoom rounds on the full density, shipped surrogate, 24 photons."""
+    dense 40-point scan with three zoom rounds on the full density, shipped surrogate with its flow II evaluated at
+    the true E (an energy-dependent voxel density), 24 photons."""
     from calinfer import datasets
     from calinfer.surrogate import load_default
 
     sur = load_default()
+    sur.preprocessing.voxel_context = "incident"
+    assert sur.voxel_density_depends_on_energy
     photons = datasets.load("photons-val")[:24]
     dense = ProfileScore(sur, n_grid=40, n_refine=3, device="cpu").evaluate(photons)
     fast = ProfileScore(sur, locate="calibration", device="cpu").evaluate(photons)

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from calinfer.cli import main
@@ -28,7 +29,8 @@ def lhco_frame(
     })  # fmt: skip
 
 
-def test_cathode_command_writes_summary_and_plots(tmp_path):
+@pytest.mark.parametrize("classifier", ["mlp", "hgb"])
+def test_cathode_command_writes_summary_and_plots(tmp_path, classifier):
     rng = np.random.default_rng(0)
     n = 6000
     mjj = 2.8 + rng.exponential(0.45, n)
@@ -48,12 +50,13 @@ def test_cathode_command_writes_summary_and_plots(tmp_path):
         "cathode", str(tmp_path / "bkg.h5"), "--inject", str(tmp_path / "sig.h5"), "--s-over-b", "0.1",
         "--sidebands", "2.8", "4.6", "--n-flows", "4", "--flow-epochs", "4", "--classifier-epochs", "4",
         "--folds", "2", "--oversample", "2", "--efficiency", "0.2", "--efficiency", "0.05", "--baselines", "cwola",
-        "--out", str(out),
+        "--classifier", classifier, "--out", str(out),
     ]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["s_over_b_sr"] == pytest_approx(0.1)
+    assert summary["config"]["classifier_kind"] == classifier
     assert [c["background_efficiency"] for c in summary["cuts"]] == [0.2, 0.05]
     cut = summary["cuts"][0]
     # the quoted Z is Cowan's closed form for n observed over b +- sigma_b, direct and calibrated estimate alike

@@ -148,6 +148,7 @@ def test_cli_train(tmp_path) -> None:
     model = ShowerSurrogate.load(out, geometry="calogan")
     assert model.provenance["dataset"] == str(path) and model.provenance["n_showers"] == 300
     assert model.voxel_flow.config.n_blocks == 2 and (out / "loss_curves.png").is_file()
+    assert model.preprocessing.voxel_context == "estimated" and not model.voxel_density_depends_on_energy
 
 
 def dirichlet_showers(n: int, seed: int) -> Showers:

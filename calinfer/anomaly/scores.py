@@ -315,6 +315,10 @@ class ProfileScore:
     The best value ever evaluated is kept, so refinement never lowers the maximum; a narrow peak between two
     coarse grid points can still be missed (increase ``n_grid``).
 
+    For a surrogate whose voxel density does not depend on E (``voxel_density_depends_on_energy`` false)
+    and ``part="full"``, the layer likelihood is profiled (stages 1 and 2 on flow I) and flow II is evaluated
+    once at its maximum: ``max_E [log p(layers | E) + c] = max_E log p(layers | E) + c``.
+
     ``mixed=True`` (``part="full"`` only, name ``"profile-mixed"``) scores with the mixed likelihood, see
     :class:`LikelihoodScore`; the shift does not depend on E, so the maximizing energy is the same.
 
@@ -385,8 +389,11 @@ class ProfileScore:
         idx = np.stack([j - 1, j, j + 1], axis=1)
         return np.take_along_axis(xs, idx, 1), np.take_along_axis(fs, idx, 1)
 
-    def _polish(self, showers: Showers, xs: np.ndarray, fs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Safeguarded parabolic maximization of ``part`` in ln E from evaluated points ``xs``, ``fs`` (N, >=3)."""
+    def _polish(
+        self, showers: Showers, xs: np.ndarray, fs: np.ndarray, part: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Safeguarded parabolic maximization of ``part`` (default: the score's) in ln E from evaluated points
+        ``xs``, ``fs`` (N, >=3)."""
         lo, hi = np.log(self.energy_range)
         rows = np.arange(len(showers))
         for _ in range(self.n_polish):
@@ -407,7 +414,7 @@ class ProfileScore:
             ok = np.isfinite(vertex) & (den > 0)
             new = np.clip(np.where(ok, np.clip(vertex, x_best - 2 * width, x_best + 2 * width), fallback), lo, hi)
             xs = np.concatenate([xs, new[:, None]], axis=1)
-            fs = np.concatenate([fs, self._log_prob(showers, new, self.part)[:, None]], axis=1)
+            fs = np.concatenate([fs, self._log_prob(showers, new, part or self.part)[:, None]], axis=1)
         k = np.argmax(fs, axis=1)
         return xs[rows, k], fs[rows, k]
 
@@ -442,7 +449,12 @@ class ProfileScore:
 
     def evaluate(self, showers: Showers) -> dict[str, np.ndarray]:
         lo, hi = np.log(self.energy_range)
-        if self.locate == "calibration":
+        if self.part == "full" and not getattr(self.surrogate, "voxel_density_depends_on_energy", True):
+            # log p(voxels | layers) does not depend on E: profile the layer likelihood, add it once
+            xs, fs = self._locate(showers, "layers")
+            best_x, best_lp = self._polish(showers, xs, fs, "layers")
+            best_lp = best_lp + self._log_prob(showers, best_x, "voxels")
+        elif self.locate == "calibration":
             best_x, best_lp = self._profile_calibrated(showers)
         else:
             xs, fs = self._locate(showers, self.locate)

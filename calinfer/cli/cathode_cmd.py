@@ -77,7 +77,16 @@ def _resolve(item: str) -> str:
     help="Density estimators in the ensemble (an even number with cross fitting).",
 )
 @click.option("--flow-epochs", type=int, default=50, show_default=True)
-@click.option("--classifier-epochs", type=int, default=30, show_default=True)
+@click.option(
+    "--classifier",
+    "classifier_kind",
+    type=click.Choice(["mlp", "hgb"]),
+    default="mlp",
+    show_default=True,
+    help="Classifier ensemble: neural networks (mlp) or gradient-boosted trees (hgb: insensitive to features "
+    "without information, no epochs to tune).",
+)
+@click.option("--classifier-epochs", type=int, default=30, show_default=True, help="Epochs of the mlp classifiers.")
 @click.option(
     "--oversample",
     type=float,
@@ -117,6 +126,7 @@ def cathode(
     baselines: str,
     n_flows: int,
     flow_epochs: int,
+    classifier_kind: str,
     classifier_epochs: int,
     oversample: float,
     folds: int,
@@ -173,7 +183,8 @@ def cathode(
             n_folds=folds,
             cross_fit=cross_fit,
             flow={"epochs": flow_epochs, "bootstrap": True},
-            classifier={"epochs": classifier_epochs},
+            classifier={"epochs": classifier_epochs} if classifier_kind == "mlp" else {},
+            classifier_kind=classifier_kind,
             efficiencies=tuple(efficiencies),
             n_toys=toys,
             baselines=chosen_baselines,

@@ -33,12 +33,16 @@ __all__ = ["train"]
 @click.option("--voxel-hidden", type=int, default=None, help="Hidden width of flow II.")
 @click.option("--clip-negative", type=float, default=0.0, show_default=True,
               help="Set voxel energies in [-X, 0) GeV to zero (the surrogate needs voxels >= 0).")
+@click.option("--voxel-context", type=click.Choice(["estimated", "incident", "layers"]), default="estimated",
+              show_default=True, help="Flow II's context: the layer energies and the energy estimated from their sum "
+              "(estimated: the full likelihood in E is the layer likelihood plus a constant), log E_inc and the "
+              "layer energies (incident), or the layer energies alone (layers).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @overwrite_option
 def train(data: str, geometry: str, out: str, val_data: str | None, val_fraction: float, epochs: int,
           layer_epochs: int, batch_size: int, lr: float, max_minutes: float | None, seed: int, device: str | None,
           threads: int | None, work_dir: str | None, resume: bool, voxel_blocks: int | None,
-          voxel_hidden: int | None, clip_negative: float, quiet: bool, overwrite: bool) -> None:
+          voxel_hidden: int | None, clip_negative: float, voxel_context: str, quiet: bool, overwrite: bool) -> None:
     """Train a surrogate (flow I: layer energies, flow II: voxel shapes) and write it to OUT."""
     import logging
 
@@ -62,7 +66,7 @@ def train(data: str, geometry: str, out: str, val_data: str | None, val_fraction
                   "validation_dataset": str(val_data) if val_data else None, "seed": seed}
     with reserve_outputs(directories=[out], overwrite=overwrite):
         model = train_surrogate(showers, out, config=config, val_showers=val, voxel_flow=voxel_flow or None,
-                                work_dir=work_dir, resume=resume, provenance=provenance)
+                                voxel_context=voxel_context, work_dir=work_dir, resume=resume, provenance=provenance)
     t = model.training
     click.echo(f"wrote {out}: flow I val NLL {t['layers']['best_val_nll']:.4f} ({t['layers']['epochs']} epochs, "
                f"{t['layers']['stopped']}), flow II val NLL {t['voxels']['best_val_nll']:.3f} "
