@@ -11,6 +11,8 @@ never trained on: the flow saw ``pions-train`` seed 4001 and ``pions-val`` seed 
   a log-uniform (``pions-train-log``) prior in 5-100 GeV: mode and resolution, and the prior dependence (the shift of
   the mode between the two priors); with ``--model-log`` also the MLE of a flow trained on the log-uniform sample;
 * a fit ``a / sqrt(E) (+) b`` of the resolutions (iminuit least squares with the bootstrap errors);
+* **self-closure**: the same fits on layer energies drawn from the surrogate itself (the coverage when the model
+  is exact);
 * **the fitter on hard likelihoods**: for ``--dense-n`` showers (half at random, half with a first interaction deeper
   than 2 lambda_I, whose likelihoods are broad and skewed) a dense scan of -ln L (``--dense-points`` in ln E over the
   range): its global minimum, Delta(-ln L) = 0.5 crossings, open sides and multi-modality (same definition as the
@@ -181,6 +183,7 @@ def main() -> None:
                                                  np.array([r["resolution_err"] for r in mle_log]))
 
     dense = _dense_check(calibrator, layers, e_true, depth, res, args)
+    closure = _self_closure(model, calibrator, args.n)
     summary = {
         "command": "python analyses/pion_calibration_study.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
@@ -201,6 +204,7 @@ def main() -> None:
             "worst_mode_deviation": float(max(abs(r["mode"] - 1) for r in mle_rows)),
         },
         "dense_scan": dense["summary"],
+        "self_closure": closure,
         "published": PUBLISHED,
         "minutes": (time.time() - t0) / 60,
     }
@@ -209,6 +213,22 @@ def main() -> None:
     _plots(summary, res, e_true, dense, out)
     log.info("done in %.1f min; %s", summary["minutes"], out)
     print((out / "table.md").read_text())
+
+
+def _self_closure(model, calibrator: Calibrator, n: int, seed: int = 7) -> dict:
+    """Coverage of the intervals on the surrogate's own layer energies (``n`` per energy): what Delta(-ln L) = 0.5
+    gives when the model is exactly right, so that the coverage of simulated pions can be split into a part
+    from the likelihood's shape (a single shower is far from the asymptotic regime) and one from mismodelling."""
+    energies = np.repeat(np.array(ENERGIES, dtype=float), n)
+    layers = np.clip(model.sample_layers(energies, seed=seed), 0.0, None)
+    fit = calibrator.fit(layers)
+    out = {"per_energy": {}, "n_per_energy": n}
+    for e in ENERGIES:
+        sel = energies == e
+        out["per_energy"][str(e)] = {"coverage": coverage(fit.e_lo[sel], fit.e_hi[sel], energies[sel]),
+                                     "median": float(np.median(fit.e_mle[sel] / e))}
+    out["coverage"] = coverage(fit.e_lo, fit.e_hi, energies)
+    return out
 
 
 def _earlier_mse(args: argparse.Namespace) -> dict:
@@ -328,6 +348,11 @@ def _table(s: dict, path: Path) -> None:
     for name, f in s["resolution_fits"].items():
         lines.append(f"Resolution fit {name}: ({100 * f['a']:.1f} ± {100 * f['a_err']:.1f})%/sqrt(E) (+) "
                      f"({100 * f['b']:.2f} ± {100 * f['b_err']:.2f})%, chi2/ndf {f['chi2_ndf']:.2f}")
+    c = s["self_closure"]
+    lines.append("")
+    lines.append(f"Self-closure (intervals on {c['n_per_energy']} draws of the surrogate itself per energy): "
+                 f"coverage {c['coverage'][0]:.3f} ± {c['coverage'][1]:.3f}; per energy "
+                 + ", ".join(f"{e} GeV {v['coverage'][0]:.3f}" for e, v in c["per_energy"].items()) + ".")
     d = s["dense_scan"]
     lines.append("")
     lines.append(f"Dense scan ({d['n']} showers x {d['points']} points in ln E):")

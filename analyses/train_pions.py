@@ -1,16 +1,16 @@
 """Train the pretrained pion surrogate shipped in ``calinfer/models/pions`` (a layer-energy model).
 
 Data: the full recipes of the embedded pion sets, remade from their recorded seeds:
-``datasets.regenerate("pions-train", n=50000)`` (charged pions, ``calochallenge-ds1-pions``, E uniform in 5-100 GeV)
+``datasets.regenerate("pions-train", n=100000)`` (charged pions, ``calochallenge-ds1-pions``, E uniform in 5-100 GeV)
 for training and ``regenerate("pions-val", n=10000)`` for validation / early stopping (the package stores only the
-first showers of each). Only flow I (the 7 layer energies given E_inc: 4 autoregressive spline blocks, hidden 32,
-as the photon default) is trained for real; flow II is a one-block, 4-wide placeholder trained for a single epoch
+first showers of each). Only flow I (the 7 layer energies given E_inc: 4 autoregressive spline blocks, hidden 64,
+40 minutes on one thread) is trained for real; flow II is a one-block, 4-wide placeholder trained for a single epoch
 (``calinfer.training`` needs a finite flow-II validation loss to write a model), so the model is for
-``likelihood="layers"`` only: its provenance says so (``"likelihood": "layers only"``); do not use
-``--likelihood full`` with it. The flow-II Gaussianization table of the preprocessing (1 MB, used by flow II only)
-is dropped from the saved model to keep the package small.
+``likelihood="layers"`` only: its provenance says so (``"likelihood": "layers only"``) and it is marked
+``layers_only`` (it refuses ``--likelihood full``). The flow-II Gaussianization table of the preprocessing (1 MB,
+used by flow II only) is dropped from the saved model to keep the package small.
 
-    python analyses/train_pions.py --minutes 15 --threads 1 --work-dir /work/runs/pions/train
+    python analyses/train_pions.py --threads 1 --work-dir runs/pions/train
 
 ``--prior log-uniform`` trains the same flow on ``pions-train-log`` (the prior study; default output then
 ``runs/pions/model-log``).
@@ -30,15 +30,16 @@ from calinfer import datasets
 from calinfer.surrogate import ShowerSurrogate
 from calinfer.training import TrainConfig, plot_loss_curves, train_surrogate
 
-LAYER_FLOW = {"kind": "autoregressive", "n_blocks": 4, "hidden": 32, "n_bins": 8}
+LAYER_FLOW = {"kind": "autoregressive", "n_blocks": 4, "hidden": 64, "n_bins": 8}
 PLACEHOLDER_VOXEL_FLOW = {"kind": "coupling", "n_blocks": 1, "hidden": 4, "n_bins": 2}
-N_TRAIN, N_VAL = 50_000, 10_000
+N_TRAIN, N_VAL = 100_000, 10_000
 
 
 def make_layers_only(directory: Path) -> None:
     """Mark a trained model as a layer-likelihood model and drop its flow-II Gaussianization table."""
     model = ShowerSurrogate.load(directory)
     model.preprocessing.gaussianize = None
+    model.layers_only = True
     model.provenance["likelihood"] = "layers only: flow II is a 1-block placeholder trained on one batch"
     model.save(directory)
     plot_loss_curves(model.training, Path(directory) / "loss_curves.png")
@@ -50,7 +51,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="model directory (default: calinfer/models/pions for the "
                         "uniform prior, runs/pions/model-log for the log-uniform one)")
     parser.add_argument("--work-dir", default="runs/pions/train")
-    parser.add_argument("--minutes", type=float, default=15.0, help="wall-time budget of the training")
+    parser.add_argument("--minutes", type=float, default=40.0, help="wall-time budget of the training")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-train", type=int, default=N_TRAIN)
