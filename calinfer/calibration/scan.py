@@ -254,10 +254,10 @@ def parabola_bracket(
     best = y.argmin(axis=1)
     mid = best.clip(1, g - 2)
     centre, second = _parabola(u, y, mid)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # rows without a finite parabola are not `ok`
         half = np.sqrt(2 * rise / second)
-    ok = (best == mid) & (second > 0) & np.isfinite(centre) & np.isfinite(half)
-    a = np.where(ok, np.maximum(centre - half, a_safe), a_safe)
-    b = np.where(ok, np.minimum(centre + half, b_safe), b_safe)
+        ok = (best == mid) & (second > 0) & np.isfinite(centre) & np.isfinite(half)
+        a = np.where(ok, np.maximum(centre - half, a_safe), a_safe)
+        b = np.where(ok, np.minimum(centre + half, b_safe), b_safe)
     bad = b <= a
     return np.where(bad, a_safe, a), np.where(bad, b_safe, b)
