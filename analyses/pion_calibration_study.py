@@ -222,13 +222,10 @@ def _self_closure(model, calibrator: Calibrator, n: int, seed: int = 7) -> dict:
     energies = np.repeat(np.array(ENERGIES, dtype=float), n)
     layers = np.clip(model.sample_layers(energies, seed=seed), 0.0, None)
     fit = calibrator.fit(layers)
-    out = {"per_energy": {}, "n_per_energy": n}
-    for e in ENERGIES:
-        sel = energies == e
-        out["per_energy"][str(e)] = {"coverage": coverage(fit.e_lo[sel], fit.e_hi[sel], energies[sel]),
-                                     "median": float(np.median(fit.e_mle[sel] / e))}
-    out["coverage"] = coverage(fit.e_lo, fit.e_hi, energies)
-    return out
+    rows = summarize_by_energy(energies, fit.e_mle, fit.e_lo, fit.e_hi)
+    return {"per_energy": {str(r["energy"]): {"coverage": (r["coverage"], r["coverage_err"]), "mode": r["mode"],
+                                              "mode_err": r["mode_err"]} for r in rows},
+            "n_per_energy": n, "coverage": coverage(fit.e_lo, fit.e_hi, energies)}
 
 
 def _earlier_mse(args: argparse.Namespace) -> dict:
@@ -352,7 +349,9 @@ def _table(s: dict, path: Path) -> None:
     lines.append("")
     lines.append(f"Self-closure (intervals on {c['n_per_energy']} draws of the surrogate itself per energy): "
                  f"coverage {c['coverage'][0]:.3f} ± {c['coverage'][1]:.3f}; per energy "
-                 + ", ".join(f"{e} GeV {v['coverage'][0]:.3f}" for e, v in c["per_energy"].items()) + ".")
+                 + ", ".join(f"{float(e):.0f} GeV {v['coverage'][0]:.3f}" for e, v in c["per_energy"].items())
+                 + "; mode of E_mle / E " + ", ".join(f"{v['mode']:.4f} ± {v['mode_err']:.4f}"
+                                                     for v in c["per_energy"].values()) + ".")
     d = s["dense_scan"]
     lines.append("")
     lines.append(f"Dense scan ({d['n']} showers x {d['points']} points in ln E):")
