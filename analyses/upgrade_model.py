@@ -4,10 +4,10 @@ The flows are kept as they are. The read-out threshold (the smallest non-zero vo
 response (median of ``sum x~ / E``) are taken from the showers the model was trained on; ``--voxel-context
 estimated`` then evaluates flow II at the energy estimated from the layer sum instead of the true one, so its
 voxel density no longer depends on E and the full likelihood in E is the layer likelihood plus a constant
-(:class:`calinfer.preprocessing.ShowerPreprocessing`). The shipped default was made from the model trained by
-``analyses/train_default.py`` before that option existed:
+(:class:`calinfer.preprocessing.ShowerPreprocessing`). README's ablation upgraded the previous default (commit
+f449cde, trained on ``photons-train``) this way:
 
-    python analyses/upgrade_model.py --model default --dataset photons-train --out runs/default_upgraded
+    python analyses/upgrade_model.py --model DIR --dataset photons-train --out runs/default_upgraded
 """
 
 from __future__ import annotations
