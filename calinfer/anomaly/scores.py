@@ -166,9 +166,9 @@ def _energy_range(surrogate: SurrogateLike, energy_range: tuple[float, float] | 
     return float(lo), float(hi)
 
 
-CPU_BATCH = 256
-"""(shower, energy) pairs per flow-II call on a CPU when the score is not told (the surrogate's CPU default of
-4096 is about 1.6x slower there: the cost is memory traffic, see ``benchmarks/bench_anomaly.py --batch-size``)."""
+CPU_BATCH = 1024
+"""(shower, energy) pairs per flow-II call on a CPU when the score is not told: the fastest of 64-4096 for the shipped
+default on the 2-core development machine, 1 and 2 threads (``benchmarks/bench_anomaly.py --batch-size``)."""
 
 
 def _flow_batch(batch_size: int | None, device: str | None) -> int | None:
