@@ -163,14 +163,19 @@ def test_nll_score_needs_a_fitted_scale():
         make_score("bogus", sur)
 
 
-def test_profile_score_reaches_the_analytic_maximum():
-    sur = StandIn()
-    showers = toy_showers(200, seed=5)
+def analytic_profile(showers: Showers) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The StandIn's (tilt-free) profile in closed form: ``(ln E*, E*`` clipped to the range, ``max_E log p)``."""
     y = showers.layer_energies()
     w = 1 / SIGMAS**2
     log_e_star = ((np.log(y) - np.log(FRACTIONS)) * w).sum(axis=1) / w.sum()
     e_star = np.clip(np.exp(log_e_star), 1, 100)
-    expected = StandIn.layers(y, e_star[:, None])[:, 0] + StandIn.voxels(showers)
+    return log_e_star, e_star, StandIn.layers(y, e_star[:, None])[:, 0] + StandIn.voxels(showers)
+
+
+def test_profile_score_reaches_the_analytic_maximum():
+    sur = StandIn()
+    showers = toy_showers(200, seed=5)
+    log_e_star, e_star, expected = analytic_profile(showers)
     inside = (np.exp(log_e_star) > 1.5) & (np.exp(log_e_star) < 95)
     for score in (ProfileScore(sur), ProfileScore(sur, locate="layers")):  # full grid and cheap two-stage
         out = score.evaluate(showers)
@@ -189,11 +194,7 @@ def test_profile_of_an_energy_independent_voxel_density_profiles_flow_one_and_ad
     sur = StandIn()
     sur.voxel_density_depends_on_energy = False  # the truth for tilt=None: the voxel part is constant in E
     showers = toy_showers(200, seed=6)
-    y = showers.layer_energies()
-    w = 1 / SIGMAS**2
-    log_e_star = ((np.log(y) - np.log(FRACTIONS)) * w).sum(axis=1) / w.sum()
-    e_star = np.clip(np.exp(log_e_star), 1, 100)
-    expected = StandIn.layers(y, e_star[:, None])[:, 0] + StandIn.voxels(showers)
+    expected = analytic_profile(showers)[2]
     out = ProfileScore(sur).evaluate(showers)
     np.testing.assert_allclose(out["log_prob"], expected, atol=1e-4, rtol=0)
     assert np.all(out["log_prob"] <= expected + 1e-9)
@@ -588,23 +589,14 @@ def test_mixed_likelihood_is_the_midpoint_rule_of_the_empty_cells(kind, options,
         np.testing.assert_allclose(error, (options["rate"] * delta) ** 2 / 24, rtol=0.02)
 
 
-def test_profile_located_by_the_calibration_matches_a_dense_scan():
+def test_profile_located_by_the_calibration_matches_a_dense_scan(small_calogan_surrogate):
     """locate='calibration' (the calibration's full-likelihood minimum, guarded by the flow-I maximum) against a
     dense 40-point scan with three zoom rounds on the full density, 24 photons, for a surrogate whose voxel density
     depends on E (CaloFlow's context; the shipped default's does not): preprocessing fitted on 3000 photons, flows
     at their initialisation with flow II's weights perturbed (a smooth, non-trivial dependence on E)."""
-    import torch
-
     from calinfer import datasets
-    from calinfer.surrogate import ShowerSurrogate
 
-    train = datasets.load("photons-train")[:3000]
-    sur = ShowerSurrogate.create("calogan", train.voxels, train.incident_energy, voxel_context="incident",
-                                 layer_flow={"n_blocks": 2, "hidden": 16}, voxel_flow={"n_blocks": 2, "hidden": 16})
-    with torch.no_grad():
-        gen = torch.Generator().manual_seed(0)
-        for p in sur.voxel_flow.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    sur = small_calogan_surrogate(datasets.load("photons-train")[:3000], "incident", voxel_noise=0.05)
     assert sur.voxel_density_depends_on_energy
     photons = datasets.load("photons-val")[:24]
     dense = ProfileScore(sur, n_grid=40, n_refine=3, device="cpu").evaluate(photons)

@@ -546,20 +546,11 @@ def test_empty_showers_get_their_own_flag() -> None:
     assert [bool(st & Status.EMPTY) for st in result.status] == [False, True, False, False, True, False]
 
 
-def test_full_likelihood_of_a_layer_context_surrogate_is_the_layer_fit_plus_a_constant() -> None:
-    import torch
-
+def test_full_likelihood_of_a_layer_context_surrogate_is_the_layer_fit_plus_a_constant(small_calogan_surrogate) -> None:
     from calinfer import datasets
     from calinfer.showers import Showers
-    from calinfer.surrogate import ShowerSurrogate
 
-    train = datasets.load("photons-val")[:3000]
-    model = ShowerSurrogate.create("calogan", train.voxels, train.incident_energy, voxel_context="layers",
-                                   layer_flow={"n_blocks": 2, "hidden": 16}, voxel_flow={"n_blocks": 2, "hidden": 16})
-    with torch.no_grad():
-        gen = torch.Generator().manual_seed(0)
-        for p in model.voxel_flow.parameters():
-            p.add_(0.02 * torch.randn(p.shape, generator=gen))
+    model = small_calogan_surrogate(datasets.load("photons-val")[:3000], "layers", voxel_noise=0.02)
     test = datasets.load("photons-test-50")[:12]
     showers = Showers(test.voxels, test.geometry, test.incident_energy)
     fast = Calibrator(model, likelihood="full").fit(showers)
