@@ -119,3 +119,33 @@ def test_closure_conditional_gaussian_is_recovered() -> None:
     r2 = (samples[:, 1] + 0.5 * c_test[:, 0] - 0.6 * samples[:, 0]) / 0.4
     assert stats.kstest(r1, "norm").statistic < 0.035
     assert stats.kstest(r2, "norm").statistic < 0.035
+
+
+@pytest.mark.parametrize("kind", ["autoregressive", "coupling"])
+def test_spline_softmax_replacement_matches_torch_softmax(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """normflows' splines run with calinfer's bin softmax; density and gradients equal torch.softmax's."""
+    import normflows.utils.splines as splines
+
+    from calinfer.flows import bin_softmax
+
+    logits = torch.randn(500, 7, 8, dtype=torch.float64) * 30  # large logits: the max subtraction matters
+    assert torch.allclose(bin_softmax(logits), torch.softmax(logits, -1), rtol=1e-12, atol=1e-15)
+    assert splines.F.softmax is bin_softmax
+
+    torch.manual_seed(3)
+    flow = ConditionalFlow(FlowConfig(dim=6, context_dim=2, kind=kind, n_blocks=2, hidden=16)).double()
+    for p in flow.parameters():  # move away from the identity initialisation
+        p.data.add_(0.3 * torch.randn_like(p))
+    x, c = torch.randn(300, 6, dtype=torch.float64) * 2, torch.randn(300, 2, dtype=torch.float64)
+
+    def density_and_grad() -> tuple[torch.Tensor, torch.Tensor]:
+        xg = x.clone().requires_grad_(True)
+        lp = flow.log_prob(xg, c)
+        (grad,) = torch.autograd.grad(lp.sum(), xg)
+        return lp.detach(), grad
+
+    ours = density_and_grad()
+    monkeypatch.setattr(splines, "F", torch.nn.functional)
+    reference = density_and_grad()
+    assert torch.allclose(ours[0], reference[0], rtol=0, atol=1e-10)
+    assert torch.allclose(ours[1], reference[1], rtol=0, atol=1e-9)
