@@ -15,13 +15,15 @@ true energy. Each batch of showers goes through these steps; only the Minuit fit
    per grid;
 3. **iminuit**: a cubic spline in ``ln E`` through the last grid is the per-shower interpolant;
    MIGRAD finds its minimum and MINOS the crossings of ``Delta(-ln L) = 0.5`` (errordef 0.5),
-   i.e. the 68.3% likelihood interval;
+   i.e. the 68.3% likelihood interval, or of the level ``interval_level`` gives at E_mle (see
+   :class:`calinfer.calibration.coverage.IntervalLevel`: the level at which the surrogate's own showers are
+   covered 68.3% of the time);
 4. **polish**: ``n_polish`` points within ``polish_width`` of the interval half width around the
    minimum (one more batched call) and the exact minimum of a local spline through them: a
    flow's ``-ln L`` has kinks at the edges of its spline bins that a grid of ~0.4 sigma steps
    smooths over;
 5. **check**: ``-ln L`` itself at the final E_mle, E_lo and E_hi (one batched call). An edge whose
-   ``Delta(-ln L)`` is off 0.5 by more than ``edge_tolerance`` is repaired by secant steps on ``-ln L`` itself,
+   ``Delta(-ln L)`` is off the level by more than ``edge_tolerance`` is repaired by secant steps on ``-ln L`` itself,
    and a shower whose edge stays off, or whose E_mle is worse than the best scan point by more than that, loses
    its CONVERGED flag. The reported ``nll`` is the value at E_mle.
 
@@ -72,7 +74,7 @@ class Status(enum.IntFlag):
 
     CONVERGED = 1  # valid minimum and both crossings (or an open side), checked against -ln L itself
     AT_BOUNDARY = 2  # the maximum-likelihood energy lies on an edge of the allowed range
-    OPEN_LOW = 4  # -ln L does not rise by 0.5 below E_mle before the lower edge: E_lo is that edge
+    OPEN_LOW = 4  # -ln L does not rise by the interval level (0.5) below E_mle before the lower edge: E_lo is it
     OPEN_HIGH = 8  # same above E_mle: E_hi is the upper edge
     MULTIMODAL = 16  # the coarse scan found a second, separated local minimum close to the best one
     EMPTY = 32  # the shower deposits no energy: the fit carries no information about E
@@ -95,7 +97,8 @@ class CalibrationResult:
     Attributes
     ----------
     e_mle: maximum-likelihood incident energy.
-    e_lo, e_hi: edges of the 68.3% likelihood interval (``Delta(-ln L) = 0.5``).
+    e_lo, e_hi: edges of the likelihood interval (``Delta(-ln L) = 0.5``, 68.3% asymptotically, or the
+        calibrator's ``interval_level``).
     status: :class:`Status` bit flags.
     nll: ``-ln L`` at the minimum (from the interpolant, exact at its knots).
     """
@@ -176,7 +179,10 @@ class Calibrator:
     polish_width: half width of that grid as a fraction of the smaller interval half width.
     multimodal_delta: a second local minimum of the scan at most this much above the best one, separated from
         it by a barrier of at least 0.5, flags the shower as multi-modal.
-    edge_tolerance: largest accepted ``|Delta(-ln L) - 0.5|`` at E_lo and E_hi, evaluated on ``-ln L`` itself
+    interval_level: ``Delta(-ln L)`` of the interval edges: a number (default 0.5, the asymptotic 68.3%) or a
+        callable of the energy (GeV, array) such as :class:`calinfer.calibration.coverage.IntervalLevel`, taken
+        at each shower's E_mle.
+    edge_tolerance: largest accepted ``|Delta(-ln L) - level|`` at E_lo and E_hi, evaluated on ``-ln L`` itself
         (also the largest accepted excess of ``-ln L(E_mle)`` over the best scan point, and for the full
         likelihood the largest accepted interpolation error at the three points).
     full_method: ``"nodes"`` (interpolated flow-II term, see module docstring) or ``"dense"`` (the full likelihood
@@ -209,6 +215,7 @@ class Calibrator:
         polish_width: float = 0.3,
         multimodal_delta: float = 2.0,
         edge_tolerance: float = 0.02,
+        interval_level: float | Callable[[np.ndarray], np.ndarray] = _UP,
         full_method: str = "nodes",
         n_nodes: int = 3,
         window_delta: float = 8.0,
@@ -225,12 +232,18 @@ class Calibrator:
         lo, hi = energy_range or getattr(surrogate, "energy_range", None) or DEFAULT_ENERGY_RANGE
         if not 0 < lo < hi:
             raise InputError(f"energy range must satisfy 0 < lo < hi (GeV), got ({lo}, {hi})")
-        if bracket_rise <= _UP:
-            raise InputError(f"bracket_rise must exceed {_UP}, got {bracket_rise}")
+        self.interval_level = interval_level
+        levels = self._level(np.log(np.geomspace(lo, hi, 64)))
+        if not np.all(np.isfinite(levels) & (levels > 0)):
+            raise InputError("interval_level must be a positive Delta(-ln L) at every energy of the range")
+        self._level_max = float(levels.max())
+        if bracket_rise <= self._level_max:
+            raise InputError(f"bracket_rise must exceed the interval level {self._level_max:.3g}, got {bracket_rise}")
         if n_scan < 4 or n_refine < 4 or min_points < 3:
             raise InputError("n_scan and n_refine need at least 4 points, min_points at least 3")
-        if not 0 < edge_tolerance < _UP or min_width <= 0:
-            raise InputError(f"need 0 < edge_tolerance < 0.5 and min_width > 0, got {edge_tolerance}, {min_width}")
+        if not 0 < edge_tolerance < levels.min() or min_width <= 0:
+            raise InputError(f"need 0 < edge_tolerance < the interval level ({levels.min():.3g}) and min_width > 0, "
+                             f"got {edge_tolerance}, {min_width}")
         self.surrogate = surrogate
         self.likelihood = likelihood
         self.energy_range = (float(lo), float(hi))
@@ -305,6 +318,13 @@ class Calibrator:
         # a shower the model cannot produce at some energy has -ln L = inf there; keep it finite and large
         return np.nan_to_num(out, nan=np.inf, posinf=1e30, neginf=-1e30)
 
+    def _level(self, u: np.ndarray) -> np.ndarray:
+        """``Delta(-ln L)`` of the interval edges at ``u = ln E`` (array)."""
+        u = np.asarray(u, dtype=np.float64)
+        if callable(self.interval_level):
+            return np.broadcast_to(np.asarray(self.interval_level(np.exp(u)), dtype=np.float64), u.shape)
+        return np.full(u.shape, float(self.interval_level))
+
     # ------------------------------------------------------------------ fit
     def fit(
         self,
@@ -372,7 +392,8 @@ class Calibrator:
             m.errors = [0.05 * (u_max - u_min) if start is None else 0.01]
             m.limits = [(u_min, u_max)]
             m.tol = tol
-            out.append(_interval(m, fcn, (u_min, u_max), self.energy_range, multimodal=False, hesse=True))
+            out.append(_interval(m, fcn, (u_min, u_max), self.energy_range, self._level, multimodal=False,
+                                 hesse=True))
             if progress is not None:
                 progress(1)
         return CalibrationResult(*(np.array(v) for v in zip(*out, strict=True)))
@@ -442,7 +463,7 @@ class Calibrator:
         # far above the minimum the values only need to stay large: clipping keeps the spline tame there
         y_fine = np.minimum(y_fine, y_fine.min(axis=1, keepdims=True) + 100.0 * self.bracket_rise)
         spline = CubicSpline(t, y_fine.T, axis=0)
-        result = _minimize(spline.c, a, b, y_fine, scan.multimodal, self.energy_range)
+        result = _minimize(spline.c, a, b, y_fine, scan.multimodal, self.energy_range, self._level)
         if self.n_polish:
             self._polish(fn, rows, result)
         return result, scan
@@ -468,12 +489,13 @@ class Calibrator:
     def _grid_problems(
         self, u: np.ndarray, y: np.ndarray, u_edges: tuple[float, float]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Rows whose refinement grid is too tight (an end inside the range rises by less than 1 above the
-        minimum, so a crossing may lie outside) or too coarse (fewer than ``min_points`` within ``bracket_rise``)."""
+        """Rows whose refinement grid is too tight (an end inside the range rises by less than twice the interval
+        level above the minimum, so a crossing may lie outside) or too coarse (fewer than ``min_points`` within
+        ``bracket_rise``)."""
         rise = y - y.min(axis=1, keepdims=True)
         tiny = 1e-9 * (u_edges[1] - u_edges[0])
-        open_lo = (rise[:, 0] < 2 * _UP) & (u[:, 0] > u_edges[0] + tiny)
-        open_hi = (rise[:, -1] < 2 * _UP) & (u[:, -1] < u_edges[1] - tiny)
+        open_lo = (rise[:, 0] < 2 * self._level_max) & (u[:, 0] > u_edges[0] + tiny)
+        open_hi = (rise[:, -1] < 2 * self._level_max) & (u[:, -1] < u_edges[1] - tiny)
         return open_lo | open_hi, (rise < self.bracket_rise).sum(axis=1) < self.min_points
 
     # ------------------------------------------------------------------ check
@@ -552,30 +574,34 @@ class Calibrator:
         result.status[~scan.resolved] &= ~_CONVERGED  # the scan ran out of points: no global minimum guaranteed
 
     def _edges_ok(self, result: CalibrationResult, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """Both edges at Delta(-ln L) = 0.5 within the tolerance (an open side: the range edge below 0.5 + tol)."""
-        tol = self.edge_tolerance
+        """Both edges at Delta(-ln L) = level within the tolerance (an open side: the range edge below level +
+        tol)."""
+        tol, up = self.edge_tolerance, self._level(np.log(result.e_mle[rows]))
         d_lo, d_hi = values[:, 1] - values[:, 0], values[:, 2] - values[:, 0]
         open_lo, open_hi = result.has(Status.OPEN_LOW)[rows], result.has(Status.OPEN_HIGH)[rows]
-        ok_lo = np.where(open_lo, d_lo <= _UP + tol, np.abs(d_lo - _UP) <= tol)
-        ok_hi = np.where(open_hi, d_hi <= _UP + tol, np.abs(d_hi - _UP) <= tol)
+        ok_lo = np.where(open_lo, d_lo <= up + tol, np.abs(d_lo - up) <= tol)
+        ok_hi = np.where(open_hi, d_hi <= up + tol, np.abs(d_hi - up) <= tol)
         return ok_lo & ok_hi
 
     def _repair_edges(
         self, result: CalibrationResult, rows: np.ndarray, exact: _Function, known: np.ndarray, steps: int = 6
     ) -> None:
-        """Secant steps on ``h(u) = sqrt(2 Delta(-ln L))`` (about linear in u near the minimum) towards h = 1 for
+        """Secant steps on ``h(u) = sqrt(2 Delta(-ln L))`` (about linear in u near the minimum) towards
+        ``h = sqrt(2 level)`` for
         each edge of ``rows`` that is off, from ``known`` (n, 3) exact -ln L at E_mle, E_lo, E_hi; CONVERGED is
         cleared where an edge stays off."""
         tol = self.edge_tolerance
         u_min, u_max = math.log(self.energy_range[0]), math.log(self.energy_range[1])
         u_hat = np.log(result.e_mle[rows])
         f_hat = known[:, 0]
+        up = self._level(u_hat)
+        h_up = np.sqrt(2 * up)
         good = np.ones(len(rows), dtype=bool)
         for side, name, flag, col in ((-1, "e_lo", _OPEN_LOW, 1), (1, "e_hi", _OPEN_HIGH, 2)):
             u1 = np.log(getattr(result, name)[rows])
             d1 = known[:, col] - f_hat
             is_open = (result.status[rows] & flag) != 0
-            done = np.where(is_open, d1 <= _UP + tol, np.abs(d1 - _UP) <= tol)
+            done = np.where(is_open, d1 <= up + tol, np.abs(d1 - up) <= tol)
             u0, h0 = u_hat.copy(), np.zeros(len(rows))
             h1 = np.sqrt(2 * np.maximum(d1, 0.0))
             for _ in range(steps):
@@ -584,19 +610,19 @@ class Calibrator:
                     break
                 with np.errstate(divide="ignore", invalid="ignore"):
                     slope = (h1[todo] - h0[todo]) / (u1[todo] - u0[todo])
-                    u2 = u1[todo] + (1.0 - h1[todo]) / slope
+                    u2 = u1[todo] + (h_up[todo] - h1[todo]) / slope
                 u2 = np.where(np.isfinite(u2), u2, 0.5 * (u_hat[todo] + u1[todo]))
                 u2 = np.clip(u2, u_min, u_max)
                 d2 = exact(rows[todo], np.exp(u2)[:, None])[:, 0] - f_hat[todo]
                 u0[todo], h0[todo] = u1[todo], h1[todo]
                 u1[todo], h1[todo] = u2, np.sqrt(2 * np.maximum(d2, 0.0))
                 at_edge = (u2 <= u_min) | (u2 >= u_max)
-                hit = np.abs(d2 - _UP) <= tol
-                done[todo] = hit | (at_edge & (d2 < _UP))
-                # a crossing found inside the range closes an open side; a range edge below 0.5 opens it
+                hit = np.abs(d2 - up[todo]) <= tol
+                done[todo] = hit | (at_edge & (d2 < up[todo]))
+                # a crossing found inside the range closes an open side; a range edge below the level opens it
                 status = result.status[rows[todo]]
                 status = np.where(hit & ~at_edge, status & ~flag, status)
-                status = np.where(at_edge & (d2 < _UP), status | flag, status)
+                status = np.where(at_edge & (d2 < up[todo]), status | flag, status)
                 result.status[rows[todo]] = status
             fixed = done & (side * (u1 - u_hat) >= 0)
             vals = np.exp(u1)
@@ -635,8 +661,10 @@ def _minimize(
     y_grid: np.ndarray,
     multimodal: np.ndarray,
     energy_range: tuple[float, float],
+    level: Callable[[np.ndarray], np.ndarray],
 ) -> CalibrationResult:
-    """MIGRAD + MINOS on each shower's spline; ``coef (4, K, N)`` are the cubic coefficients on ``t = (u-a)/(b-a)``.
+    """MIGRAD + MINOS on each shower's spline; ``coef (4, K, N)`` are the cubic coefficients on ``t = (u-a)/(b-a)``;
+    ``level(u)``: the interval's Delta(-ln L) at ``u = ln E_mle``.
 
     One :class:`Minuit` object is reset and reused for all showers; the interpolant it minimizes is swapped
     underneath it (building a Minuit costs more than fitting a cheap 1-d function).
@@ -657,7 +685,7 @@ def _minimize(
         m.limits = [(ai, bi)]
         m.values = [min(max(ai + step * start_index[i], ai + 1e-3 * step), bi - 1e-3 * step)]
         m.errors = [step]
-        out.append(_interval(m, spline, (ai, bi), energy_range, multimodal=bool(multimodal[i])))
+        out.append(_interval(m, spline, (ai, bi), energy_range, level, multimodal=bool(multimodal[i])))
     return CalibrationResult(*(np.array(v) for v in zip(*out, strict=True)))
 
 
@@ -688,12 +716,14 @@ def _interval(
     fcn: Callable[[float], float],
     limits: tuple[float, float],
     e_range: tuple[float, float],
+    level: Callable[[np.ndarray], np.ndarray],
     *,
     multimodal: bool,
     hesse: bool = False,
 ) -> tuple[float, float, float, int, float]:
     """Run MIGRAD and MINOS on a prepared 1-d ``m`` over ``u = ln E`` limited to ``limits`` inside the allowed
-    energy range ``e_range`` (GeV); returns ``(E_mle, E_lo, E_hi, status, nll)``.
+    energy range ``e_range`` (GeV); MINOS finds the crossings of ``level(u_hat)``; returns
+    ``(E_mle, E_lo, E_hi, status, nll)``.
 
     A minimum on a range edge with -ln L still falling outwards is a valid constrained minimum: it has no
     crossing on that side and its interval is open there by definition. ``hesse`` runs HESSE between MIGRAD and
@@ -705,12 +735,15 @@ def _interval(
     if hesse and m.valid:
         m.hesse()
     u_hat, f_hat = m.values[0], m.fval
+    up = float(level(np.array(u_hat)))
     edge_tol = 1e-4 * (b - a)
     edge_lo, edge_hi = u_hat - u_min <= edge_tol, u_max - u_hat <= edge_tol
     ok = m.valid or (edge_lo and fcn(u_hat + edge_tol) >= f_hat) or (edge_hi and fcn(u_hat - edge_tol) >= f_hat)
     lo_u, hi_u = a, b
     if ok:
+        m.errordef = up
         m.minos()
+        m.errordef = _UP
         me = m.merrors[0]
         ok = (me.lower_valid or me.at_lower_limit or edge_lo) and (me.upper_valid or me.at_upper_limit or edge_hi)
         lo_u = a if me.at_lower_limit or edge_lo else u_hat + me.lower
@@ -719,10 +752,10 @@ def _interval(
     if edge_lo or edge_hi:
         flags |= _AT_BOUNDARY
     tiny = 1e-9 * (u_max - u_min)
-    if lo_u - u_min <= tiny and fcn(u_min) - f_hat < _UP:
+    if lo_u - u_min <= tiny and fcn(u_min) - f_hat < up:
         flags |= _OPEN_LOW
         lo_u = u_min
-    if u_max - hi_u <= tiny and fcn(u_max) - f_hat < _UP:
+    if u_max - hi_u <= tiny and fcn(u_max) - f_hat < up:
         flags |= _OPEN_HIGH
         hi_u = u_max
     e_mle, e_lo, e_hi = (_energy(u, u_range, e_range) for u in (u_hat, lo_u, hi_u))
