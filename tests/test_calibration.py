@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from scipy.optimize import brentq
@@ -520,6 +522,28 @@ def test_cli_calibrate_writes_one_entry_per_shower(tiny_surrogate, tmp_path) -> 
     assert meta["likelihood"] == "layers" and meta["energy_range_gev"] == [2.0, 90.0]
     again = CliRunner().invoke(main, [*args[:2], "--out", str(tmp_path / "in.root"), *args[4:]])
     assert again.exit_code != 0  # never overwrite the input
+    # --coverage-calibrated: same E_mle, edges at Delta(-ln L) = the level reported, evaluated on the model itself
+    out2 = tmp_path / "calib-coverage.root"
+    run = CliRunner().invoke(main, [*args[:2], "--out", str(out2), *args[4:], "--coverage-calibrated",
+                                    "--energy-range", "2", "90", "--workers", "1"])
+    assert run.exit_code == 0, run.output
+    assert "interval level" in run.output
+    with uproot.open(out2) as f:
+        cov = f["calibration"].arrays(library="np")
+    # the polish grid scales with the interval width: E_mle moves within the float32 noise of the flow's minimum
+    np.testing.assert_allclose(cov["E_mle"], tree["E_mle"], rtol=1e-4)
+    level_text = read_metadata(out2)["interval"]
+    assert "68.3% of 2000 surrogate showers per energy" in level_text
+    energies, levels = zip(*[(float(e), float(t)) for e, t in re.findall(r"([0-9.e+]+) GeV: ([0-9.]+)", level_text)],
+                           strict=True)
+    ok = (cov["status"] & int(Status.CONVERGED)) != 0
+    ok &= (cov["status"] & int(Status.OPEN_LOW | Status.OPEN_HIGH)) == 0
+    layers = showers.layer_energies()[ok]
+    target = np.interp(np.log(cov["E_mle"][ok]), np.log(energies), levels)
+    f_hat = -model.log_prob_layers(layers, cov["E_mle"][ok, None])[:, 0]
+    for edge in ("E_lo", "E_hi"):
+        delta = -model.log_prob_layers(layers, cov[edge][ok, None])[:, 0] - f_hat
+        assert np.max(np.abs(delta - target)) < 0.03  # table printed to 3 decimals + the edge tolerance
 
 
 @pytest.mark.parametrize("energy", [20, 50, 80])

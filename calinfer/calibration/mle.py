@@ -318,6 +318,20 @@ class Calibrator:
         # a shower the model cannot produce at some energy has -ln L = inf there; keep it finite and large
         return np.nan_to_num(out, nan=np.inf, posinf=1e30, neginf=-1e30)
 
+    @property
+    def interval_description(self) -> str:
+        """How the intervals are defined, for output metadata."""
+        how = "iminuit MIGRAD + MINOS on a spline of -ln L in ln E"
+        level = self.interval_level
+        if not callable(level):
+            return f"Delta(-ln L) = {float(level):g}" + (" (68.3%)" if float(level) == _UP else "") + f", {how}"
+        if hasattr(level, "to_dict"):
+            d = level.to_dict()
+            table = ", ".join(f"{e:.3g} GeV: {t:.3f}" for e, t in zip(d["energies"], d["levels"], strict=True))
+            return (f"Delta(-ln L) = t(E_mle), the level at which {100 * d['content']:.1f}% of "
+                    f"{d['n_per_energy']} surrogate showers per energy are covered ({table}), {how}")
+        return f"Delta(-ln L) = a function of E_mle, {how}"
+
     def _level(self, u: np.ndarray) -> np.ndarray:
         """``Delta(-ln L)`` of the interval edges at ``u = ln E`` (array)."""
         u = np.asarray(u, dtype=np.float64)

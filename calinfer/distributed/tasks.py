@@ -13,9 +13,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from calinfer.calibration import IntervalLevel
 
 __all__ = ["AnomalyTask", "CalibrateTask", "ChunkTask", "cached", "cached_model", "model_loads"]
 
@@ -106,6 +109,7 @@ class CalibrateTask:
     workers: int = 1
     threads: int | None = 1
     tree: str = "calibration"
+    interval_level: IntervalLevel | None = None
 
     def __post_init__(self) -> None:
         if self.model is not None:  # workers may run in another directory
@@ -116,10 +120,13 @@ class CalibrateTask:
         from calinfer.calibration import Calibrator
 
         model = cached_model(self.model)
-        key = ("calibrator", *_model_key(self.model), self.likelihood, self.energy_range, self.workers)
+        key = ("calibrator", *_model_key(self.model), self.likelihood, self.energy_range, self.workers,
+               self.interval_level)
+        level = {} if self.interval_level is None else {"interval_level": self.interval_level}
         return cached(
             key,
-            lambda: Calibrator(model, likelihood=self.likelihood, energy_range=self.energy_range, workers=self.workers),
+            lambda: Calibrator(model, likelihood=self.likelihood, energy_range=self.energy_range, workers=self.workers,
+                               **level),
         )
 
     def __call__(self, path: str, entry_start: int, entry_stop: int) -> dict[str, np.ndarray]:
@@ -157,7 +164,7 @@ class CalibrateTask:
             "likelihood": calibrator.likelihood,
             "energy_range_gev": list(calibrator.energy_range),
             "status_bits": {flag.name.lower(): int(flag) for flag in Status},
-            "interval": "Delta(-ln L) = 0.5 (68.3%), iminuit MIGRAD + MINOS on a spline of -ln L in ln E",
+            "interval": calibrator.interval_description,
             "calinfer_version": __version__,
         }
 
