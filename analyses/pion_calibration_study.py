@@ -13,6 +13,10 @@ never trained on: the flow saw ``pions-train`` seed 4001 and ``pions-val`` seed 
 * a fit ``a / sqrt(E) (+) b`` of the resolutions (iminuit least squares with the bootstrap errors);
 * **self-closure**: the same fits on layer energies drawn from the surrogate itself (the coverage when the model
   is exact);
+* **coverage-calibrated intervals** (:class:`calinfer.calibration.IntervalLevel`): the Delta(-ln L) level whose
+  intervals cover 68.3% of the surrogate's own showers (``--level-n`` draws at each of 10 energies, seed 101,
+  independent of the self-closure draws), and the coverage of those intervals on the test pions and on the
+  self-closure draws;
 * **the fitter on hard likelihoods**: for ``--dense-n`` showers (half at random, half with a first interaction deeper
   than 2 lambda_I, whose likelihoods are broad and skewed) a dense scan of -ln L (``--dense-points`` in ln E over the
   range): its global minimum, Delta(-ln L) = 0.5 crossings, open sides and multi-modality (same definition as the
@@ -39,7 +43,7 @@ from iminuit import Minuit
 from iminuit.cost import LeastSquares
 
 from calinfer import datasets
-from calinfer.calibration import Calibrator, Status, train_regressor
+from calinfer.calibration import Calibrator, IntervalLevel, Status, train_regressor
 from calinfer.calibration.metrics import coverage, pulls, summarize_by_energy
 from calinfer.showers import Showers
 from calinfer.surrogate import load_model
@@ -123,6 +127,8 @@ def main() -> None:
     parser.add_argument("--dense-points", type=int, default=1500)
     parser.add_argument("--mse-from", default=None, help="take the MSE regressions (which do not depend on the flow) "
                         "from this earlier summary.json of the same --n and --n-train instead of retraining them")
+    parser.add_argument("--level-n", type=int, default=2000, help="surrogate draws per energy of the "
+                        "coverage-calibrated interval level")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--mle-log-only", action="store_true", help="add the --model-log MLE to an existing "
@@ -183,7 +189,18 @@ def main() -> None:
                                                  np.array([r["resolution_err"] for r in mle_log]))
 
     dense = _dense_check(calibrator, layers, e_true, depth, res, args)
+    t3 = time.time()
+    level = IntervalLevel.fit(model, n_per_energy=args.level_n, seed=101, workers=args.workers)
+    log.info("coverage-calibrated level %s (%.0f s)", np.round(level.levels, 3).tolist(), time.time() - t3)
+    calibrated = Calibrator(model, likelihood="layers", workers=args.workers, interval_level=level)
+    res_cal = calibrated.fit(layers)
+    for row, cal_row in zip(mle_rows, summarize_by_energy(e_true, res_cal.e_mle, res_cal.e_lo, res_cal.e_hi),
+                            strict=True):
+        row["coverage_calibrated"], row["coverage_calibrated_err"] = cal_row["coverage"], cal_row["coverage_err"]
+        row["level"] = float(level(row["energy"]))
+        row["converged_calibrated"] = float(np.mean(res_cal.has(Status.CONVERGED)[e_true == row["energy"]]))
     closure = _self_closure(model, calibrator, args.n)
+    closure["calibrated"] = _self_closure(model, calibrated, args.n)
     summary = {
         "command": "python analyses/pion_calibration_study.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
@@ -195,8 +212,11 @@ def main() -> None:
         "mse": mse,
         "mle_log_uniform": mle_log,
         "resolution_fits": fits,
+        "interval_level": level.to_dict(),
         "overall": {
             "coverage": coverage(res.e_lo, res.e_hi, e_true),
+            "coverage_calibrated": coverage(res_cal.e_lo, res_cal.e_hi, e_true),
+            "converged_calibrated": float(np.mean(res_cal.has(Status.CONVERGED))),
             "converged": float(np.mean(res.has(Status.CONVERGED))),
             "multimodal": float(np.mean(res.has(Status.MULTIMODAL))),
             "open": float(np.mean(res.has(Status.OPEN_LOW | Status.OPEN_HIGH))),
@@ -322,15 +342,18 @@ def _dense_check(calibrator: Calibrator, layers: np.ndarray, e_true: np.ndarray,
 
 def _table(s: dict, path: Path) -> None:
     lines = [
-        "| E_true (GeV) | MLE mode | MLE resolution | MLE coverage | sigma / spread | converged | multi-modal | "
+        "| E_true (GeV) | MLE mode | MLE resolution | MLE coverage, Delta = 0.5 | calibrated level | coverage, "
+        "calibrated | sigma / spread | converged | multi-modal | "
         "MSE uniform: mode | resolution | MSE log-uniform: mode | resolution | MSE prior shift |"
         + (" MLE log-uniform: mode | MLE prior shift |" if s["mle_log_uniform"] else ""),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if s["mle_log_uniform"] else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if s["mle_log_uniform"] else ""),
     ]
     for k, r in enumerate(s["mle"]):
         mu, ml = s["mse"]["uniform"][k], s["mse"]["log-uniform"][k]
         line = (f"| {r['energy']:.0f} | {r['mode']:.4f} ± {r['mode_err']:.4f} | {100 * r['resolution']:.1f}% | "
-                f"{r['coverage']:.3f} ± {r['coverage_err']:.3f} | {r['ratio']:.2f} | {r['converged']:.4f} | "
+                f"{r['coverage']:.3f} ± {r['coverage_err']:.3f} | {r['level']:.3f} | "
+                f"{r['coverage_calibrated']:.3f} ± {r['coverage_calibrated_err']:.3f} | {r['ratio']:.2f} | "
+                f"{r['converged']:.4f} | "
                 f"{r['multimodal']:.3f} | {mu['mode']:.4f} | {100 * mu['resolution']:.1f}% | {ml['mode']:.4f} | "
                 f"{100 * ml['resolution']:.1f}% | {ml['mode'] - mu['mode']:+.4f} |")
         if s["mle_log_uniform"]:
@@ -339,7 +362,9 @@ def _table(s: dict, path: Path) -> None:
         lines.append(line)
     o = s["overall"]
     lines.append("")
-    lines.append(f"Overall: coverage {o['coverage'][0]:.3f} ± {o['coverage'][1]:.3f}, converged {o['converged']:.4f}, "
+    lines.append(f"Overall: coverage {o['coverage'][0]:.3f} ± {o['coverage'][1]:.3f} (Delta = 0.5), "
+                 f"{o['coverage_calibrated'][0]:.3f} ± {o['coverage_calibrated'][1]:.3f} (calibrated level; converged "
+                 f"{o['converged_calibrated']:.4f}), converged {o['converged']:.4f}, "
                  f"multi-modal {o['multimodal']:.4f}, open {o['open']:.4f}, at boundary {o['at_boundary']:.4f}; "
                  f"largest |mode - 1| {o['worst_mode_deviation']:.4f}; {s['fit_seconds']:.0f} s of fits.")
     for name, f in s["resolution_fits"].items():
@@ -352,6 +377,10 @@ def _table(s: dict, path: Path) -> None:
                  + ", ".join(f"{float(e):.0f} GeV {v['coverage'][0]:.3f}" for e, v in c["per_energy"].items())
                  + "; mode of E_mle / E " + ", ".join(f"{v['mode']:.4f} ± {v['mode_err']:.4f}"
                                                      for v in c["per_energy"].values()) + ".")
+    cc = c["calibrated"]
+    lines.append(f"Self-closure with the calibrated level (the level's draws are independent of these): coverage "
+                 f"{cc['coverage'][0]:.3f} ± {cc['coverage'][1]:.3f}; per energy "
+                 + ", ".join(f"{float(e):.0f} GeV {v['coverage'][0]:.3f}" for e, v in cc["per_energy"].items()) + ".")
     d = s["dense_scan"]
     lines.append("")
     lines.append(f"Dense scan ({d['n']} showers x {d['points']} points in ln E):")
