@@ -368,6 +368,36 @@ def test_sideband_fit_uncertainty_covers_the_toy_spread():
     assert abs(pulls.mean()) < 0.2 and 0.85 < pulls.std() < 1.15
 
 
+def test_per_bin_fit_uncertainty_is_the_toy_spread_of_the_fitted_curve():
+    """expected_error (the data / fit band of the m_jj plot) against the spread of sideband fits over Poisson
+    toys, bin by bin, inside the signal region (extrapolated) and in the sidebands; and the plot's panels."""
+    window, edges, mu = _smooth_dijet_expectation()
+    lo, hi = edges[:-1], edges[1:]
+    sideband = (hi <= window.low + 1e-12) | (lo >= window.high - 1e-12)
+    rng = np.random.default_rng(5)
+    fits = [DijetFunction(4).fit(edges, rng.poisson(mu), use=sideband) for _ in range(200)]
+    curves = np.array([f.expected(edges) for f in fits])
+    quoted = np.median([f.expected_error(edges) for f in fits], axis=0)
+    ratio = curves.std(axis=0) / quoted
+    assert np.all((ratio > 0.75) & (ratio < 1.25)), ratio  # 200 toys: the spread is known to about 5%
+    assert quoted[~sideband].min() > quoted[sideband].min()  # the extrapolation is the least certain part
+
+    from calinfer.resonant.plots import plot_feature_closure, plot_mjj_spectra
+
+    counts = rng.poisson(mu)
+    import matplotlib.pyplot as plt
+
+    fig, (_, bottom) = plot_mjj_spectra(edges, {"toy": counts}, window)
+    points = bottom.lines[0].get_ydata()  # the data / fit markers
+    plt.close(fig)
+    fit = DijetFunction(4).fit(edges, counts, use=sideband)
+    np.testing.assert_allclose(points, counts / fit.expected(edges), rtol=1e-6)
+    x = rng.normal(size=(4000, 2))
+    fig, axes = plot_feature_closure(x, x[::-1] * 1.0, ["a", "b"])  # same events: data / generated = 1
+    np.testing.assert_allclose(axes[1][0].lines[0].get_ydata(), 1.0)
+    plt.close(fig)
+
+
 def test_look_elsewhere_toys_reduce_the_significance():
     edges, counts, _ = _toy_spectrum(50_000, 500, seed=13)
     windows = [w for w in sliding_windows(2.8, 5.0, 0.4, 0.2) if 3.0 <= w.low and w.high <= 4.6]

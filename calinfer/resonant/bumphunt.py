@@ -143,6 +143,11 @@ class DijetFunction:
         """Expected counts in each bin of ``edges``."""
         return self._bin_integrals(np.asarray(edges, dtype=np.float64), self._params())
 
+    def expected_error(self, edges: np.ndarray) -> np.ndarray:
+        """Fit uncertainty of the expected counts in each bin of ``edges`` (linear error propagation)."""
+        jac = self._bin_jacobian(np.asarray(edges, dtype=np.float64), self._params())
+        return np.sqrt(np.maximum(np.einsum("bi,ij,bj->b", jac, self.cov_, jac), 0.0))
+
     def integral(self, low: float, high: float) -> tuple[float, float]:
         """Expected events in ``[low, high)`` and its fit uncertainty (linear error propagation)."""
         p = self._params()
