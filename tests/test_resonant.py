@@ -799,3 +799,17 @@ def test_background_uncertainty_covers_the_spread_of_toys_with_a_known_truth():
     assert 0.56 < np.mean(np.abs(p) < 1) < 0.80, np.mean(np.abs(p) < 1)
     # binomial statistics alone undercover: wider pulls, fewer within +-1
     assert width_q > 1.2 and np.mean(np.abs(q) < 1) < np.mean(np.abs(p) < 1) - 0.1
+
+
+def test_run_search_refuses_an_idealized_baseline_without_reference_before_training(monkeypatch):
+    from calinfer.resonant.search import SearchConfig, run_search
+
+    def never(*args, **kwargs):
+        raise AssertionError("no flow may be trained")
+
+    monkeypatch.setattr(Cathode, "fit", never)
+    m, x, label = _toy_dijets(2000, 50, seed=4)
+    data = pd.DataFrame({"mjj": m, **{f"f{i}": x[:, i] for i in range(x.shape[1])}, "label": label})
+    config = SearchConfig(features=tuple(f"f{i}" for i in range(x.shape[1])), baselines=("idealized",))
+    with pytest.raises(InputError, match="reference background sample"):
+        run_search(data, SignalRegion(3.3, 3.7, 3.0, 4.4), config)

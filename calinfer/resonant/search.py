@@ -134,6 +134,8 @@ def run_search(
     (ensemble flows, folds) in parallel; the result is the same as without it.
     """
     cfg = config or SearchConfig()
+    if "idealized" in cfg.baselines and reference is None:  # before hours of training, not after
+        raise InputError("the idealized baseline needs a reference background sample (reference=...)")
     mjj, x, label = _columns(data, cfg.features)
     keep = window.in_range(mjj)
     mjj, x = mjj[keep], x[keep]
@@ -267,8 +269,6 @@ def _baselines(cfg, window, mjj, x, sr, sig, bkg, reference, cathode, flow, clf,
     out = {}
     common = {"n_folds": cfg.n_folds, "seed": cfg.seed, "executor": executor}
     if "idealized" in cfg.baselines:
-        if reference is None:
-            raise InputError("the idealized baseline needs a reference background sample")
         ref_m, ref_x, _ = _columns(reference, cfg.features)
         ideal = IdealizedAD(window, classifier=clf, **common).fit(mjj, x, ref_x[window.in_sr(ref_m)])
         out["idealized AD"] = (ideal.scores_[sig], ideal.scores_[bkg])
