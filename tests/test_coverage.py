@@ -42,10 +42,12 @@ def test_interval_level_restores_coverage_where_wilks_undercovers() -> None:
 
     level = IntervalLevel.fit(model, energies=[3.0, 30.0, 300.0], n_per_energy=4000, seed=1, **SCAN)
     assert level.likelihood == "layers" and level.n_per_energy == 4000
-    for t, err in zip(level.levels, level.errors, strict=True):
+    for t, err in zip(level.quantiles, level.errors, strict=True):
         assert 0.005 < err < 0.05
         assert abs(t - t_star) < 3.5 * err, (t, t_star, err)
-    assert level(np.array([1.0, 30.0, 1e4])) == pytest.approx([level.levels[0], level.levels[1], level.levels[2]])
+    # the smoothed level: a quadratic through 3 points passes through them; constant beyond the grid
+    np.testing.assert_allclose(level.levels, level.quantiles, atol=1e-6)
+    assert level(np.array([1.0, 1e4])) == pytest.approx([level.quantiles[0], level.quantiles[2]], abs=1e-6)
     assert IntervalLevel.from_dict(level.to_dict()) == level
 
     for energy, seed in ((10.0, 11), (100.0, 12)):  # fresh showers, energies off the calibration grid
@@ -67,6 +69,19 @@ def test_interval_level_restores_coverage_where_wilks_undercovers() -> None:
             assert np.max(np.abs(np.log(edge) + xs / edge - f_hat - target)) < 0.02
 
 
+def test_smoothed_level_averages_the_quantiles_sampling_noise() -> None:
+    """A constant true level (the toy is a scale family) at 8 energies: the quadratic through the quantiles is
+    nearer the closed form than the quantiles themselves, and its chi^2 / ndf is that of pure noise."""
+    t_star = optimize.brentq(lambda t: closed_form_coverage(t) - CL68, 0.05, 3.0)
+    level = IntervalLevel.fit(ExponentialModel(), energies=np.geomspace(2.0, 500.0, 8), n_per_energy=1500, seed=3,
+                              **SCAN)
+    raw = np.abs(np.array(level.quantiles) - t_star)
+    smooth = np.abs(level.levels - t_star)
+    assert np.sqrt(np.mean(smooth**2)) < np.sqrt(np.mean(raw**2))
+    assert np.max(smooth) < 3 * np.mean(level.errors)
+    assert 0.1 < level.chi2_ndf < 3.5
+
+
 def test_interval_level_is_checked() -> None:
     model = ExponentialModel()
     with pytest.raises(InputError, match="interval_level"):
@@ -74,4 +89,6 @@ def test_interval_level_is_checked() -> None:
     with pytest.raises(InputError, match="bracket_rise"):
         Calibrator(model, interval_level=2.5)
     with pytest.raises(InputError, match="increasing"):
-        IntervalLevel((30.0, 3.0), (0.5, 0.5), (0.01, 0.01), CL68, 100, "layers")
+        IntervalLevel((30.0, 3.0), (0.5, 0.5), (0.01, 0.01), (0.5, 0.0, 0.0), 1.0, CL68, 100, "layers")
+    with pytest.raises(InputError, match="at least 3 energies"):
+        IntervalLevel.fit(model, energies=[3.0, 30.0], n_per_energy=100)

@@ -325,11 +325,10 @@ class Calibrator:
         level = self.interval_level
         if not callable(level):
             return f"Delta(-ln L) = {float(level):g}" + (" (68.3%)" if float(level) == _UP else "") + f", {how}"
-        if hasattr(level, "to_dict"):
-            d = level.to_dict()
-            table = ", ".join(f"{e:.3g} GeV: {t:.3f}" for e, t in zip(d["energies"], d["levels"], strict=True))
-            return (f"Delta(-ln L) = t(E_mle), the level at which {100 * d['content']:.1f}% of "
-                    f"{d['n_per_energy']} surrogate showers per energy are covered ({table}), {how}")
+        if hasattr(level, "levels"):  # an IntervalLevel
+            table = ", ".join(f"{e:.3g} GeV: {t:.3f}" for e, t in zip(level.energies, level.levels, strict=True))
+            return (f"Delta(-ln L) = t(E_mle), the level at which {100 * level.content:.1f}% of "
+                    f"{level.n_per_energy} surrogate showers per energy are covered ({table}), {how}")
         return f"Delta(-ln L) = a function of E_mle, {how}"
 
     def _level(self, u: np.ndarray) -> np.ndarray:
