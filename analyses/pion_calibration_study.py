@@ -286,8 +286,11 @@ def _self_closure(model, calibrator: Calibrator, n: int, seed: int = 7) -> dict:
 def _earlier_mse(args: argparse.Namespace) -> dict:
     """The MSE rows of an earlier run with the same test and training sizes (same seeds: the same regressions)."""
     earlier = json.loads(Path(args.mse_from).read_text())
+    same_range = earlier.get("mse_range", [5.0, 100.0]) == (args.mse_range or [5.0, 100.0])
     if earlier["n_per_energy"] != args.n or f"--n-train {args.n_train} " not in earlier["command"] + " ":
         raise SystemExit(f"Error: {args.mse_from}: made with other --n / --n-train than this run")
+    if not same_range:
+        raise SystemExit(f"Error: {args.mse_from}: its MSE regressions were trained on another --mse-range")
     log.info("MSE regressions taken from %s", args.mse_from)
     return earlier["mse"]
 
