@@ -13,9 +13,10 @@ context; likelihood fits over the incident energy rely on that.
 
 Importing this module gives normflows' spline code (``normflows.utils.splines``) a ``softmax``
 written as ``exp(a - max a) / sum exp(a - max a)``: the same function to float rounding, but
-torch's CPU softmax is slow over a last axis as short as the spline bins (8: 3.5x slower on
-(2.6e5, 8) float32), and it was 37% of a flow-II density evaluation. See
-:func:`bin_softmax`; its test compares both on values and gradients.
+torch's CPU softmax is slow over a last axis as short as the spline bins (8 bins: 4.9x slower on
+(1024, 252, 8) float32), which makes a flow-II density evaluation 1.2-1.3x slower
+(``benchmarks/bench_spline_softmax.py``). See :func:`bin_softmax`; its test compares both on values
+and gradients.
 """
 
 from __future__ import annotations
