@@ -390,3 +390,23 @@ def test_resonant_and_parallel_sit_below_distributed():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['calinfer.parallel'] []"
     assert dist.map_ordered is par.map_ordered and dist.InlineExecutor is par.InlineExecutor
+
+
+def test_many_file_calibration_with_a_coverage_calibrated_level(workdir, tmp_path):
+    """CalibrateTask(interval_level=...) fits with that level (as Calibrator does in-process) and records it."""
+    from calinfer.calibration import IntervalLevel
+
+    level = IntervalLevel((5.0, 20.0, 80.0), (0.6, 0.8, 0.7), (0.02, 0.02, 0.02), (0.8, 0.0, -0.05), 1.0, 0.683, 100,
+                          "layers")
+    task = CalibrateTask(model=str(workdir / "model"), interval_level=level)
+    path = _inputs(workdir)[0]
+    report = run_over_files([path], task, out_dir=tmp_path / "out", chunk_size=CHUNK, jobs=1)
+    assert report.ok
+    got = _read(report.outputs[str(path)], "calibration")
+    assert "Delta(-ln L) = t(E_mle)" in got["metadata"]["interval"]
+    model = ShowerSurrogate.load(workdir / "model")
+    expected = Calibrator(model, interval_level=level).fit(read_showers(path, model.geometry, energy_branch=None))
+    np.testing.assert_allclose(got["E_lo"], expected.e_lo, rtol=1e-6)
+    np.testing.assert_allclose(got["E_hi"], expected.e_hi, rtol=1e-6)
+    plain = Calibrator(model).fit(read_showers(path, model.geometry, energy_branch=None))
+    assert np.all(got["E_hi"] - got["E_lo"] >= plain.e_hi - plain.e_lo - 1e-9)  # levels above 0.5: wider intervals
