@@ -179,9 +179,9 @@ class Calibrator:
     polish_width: half width of that grid as a fraction of the smaller interval half width.
     multimodal_delta: a second local minimum of the scan at most this much above the best one, separated from
         it by a barrier of at least 0.5, flags the shower as multi-modal.
-    interval_level: ``Delta(-ln L)`` of the interval edges: a number (default 0.5, the asymptotic 68.3%) or a
-        callable of the energy (GeV, array) such as :class:`calinfer.calibration.coverage.IntervalLevel`, taken
-        at each shower's E_mle.
+    interval_level: ``Delta(-ln L)`` of the interval edges: a number (default ``None``: 0.5, the asymptotic
+        68.3%) or a callable of the energy (GeV, array) such as
+        :class:`calinfer.calibration.coverage.IntervalLevel`, taken at each shower's E_mle.
     edge_tolerance: largest accepted ``|Delta(-ln L) - level|`` at E_lo and E_hi, evaluated on ``-ln L`` itself
         (also the largest accepted excess of ``-ln L(E_mle)`` over the best scan point, and for the full
         likelihood the largest accepted interpolation error at the three points).
@@ -215,7 +215,7 @@ class Calibrator:
         polish_width: float = 0.3,
         multimodal_delta: float = 2.0,
         edge_tolerance: float = 0.02,
-        interval_level: float | Callable[[np.ndarray], np.ndarray] = _UP,
+        interval_level: float | Callable[[np.ndarray], np.ndarray] | None = None,
         full_method: str = "nodes",
         n_nodes: int = 3,
         window_delta: float = 8.0,
@@ -232,7 +232,7 @@ class Calibrator:
         lo, hi = energy_range or getattr(surrogate, "energy_range", None) or DEFAULT_ENERGY_RANGE
         if not 0 < lo < hi:
             raise InputError(f"energy range must satisfy 0 < lo < hi (GeV), got ({lo}, {hi})")
-        self.interval_level = interval_level
+        self.interval_level = _UP if interval_level is None else interval_level
         levels = self._level(np.log(np.geomspace(lo, hi, 64)))
         if not np.all(np.isfinite(levels) & (levels > 0)):
             raise InputError("interval_level must be a positive Delta(-ln L) at every energy of the range")
@@ -592,17 +592,14 @@ class Calibrator:
         tol, up = self.edge_tolerance, self._level(np.log(result.e_mle[rows]))
         d_lo, d_hi = values[:, 1] - values[:, 0], values[:, 2] - values[:, 0]
         open_lo, open_hi = result.has(Status.OPEN_LOW)[rows], result.has(Status.OPEN_HIGH)[rows]
-        ok_lo = np.where(open_lo, d_lo <= up + tol, np.abs(d_lo - up) <= tol)
-        ok_hi = np.where(open_hi, d_hi <= up + tol, np.abs(d_hi - up) <= tol)
-        return ok_lo & ok_hi
+        return _edge_at_level(d_lo, up, open_lo, tol) & _edge_at_level(d_hi, up, open_hi, tol)
 
     def _repair_edges(
         self, result: CalibrationResult, rows: np.ndarray, exact: _Function, known: np.ndarray, steps: int = 6
     ) -> None:
         """Secant steps on ``h(u) = sqrt(2 Delta(-ln L))`` (about linear in u near the minimum) towards
-        ``h = sqrt(2 level)`` for
-        each edge of ``rows`` that is off, from ``known`` (n, 3) exact -ln L at E_mle, E_lo, E_hi; CONVERGED is
-        cleared where an edge stays off."""
+        ``h = sqrt(2 level)`` for each edge of ``rows`` that is off, from ``known`` (n, 3) exact -ln L at E_mle, E_lo,
+        E_hi; CONVERGED is cleared where an edge stays off."""
         tol = self.edge_tolerance
         u_min, u_max = math.log(self.energy_range[0]), math.log(self.energy_range[1])
         u_hat = np.log(result.e_mle[rows])
@@ -614,7 +611,7 @@ class Calibrator:
             u1 = np.log(getattr(result, name)[rows])
             d1 = known[:, col] - f_hat
             is_open = (result.status[rows] & flag) != 0
-            done = np.where(is_open, d1 <= up + tol, np.abs(d1 - up) <= tol)
+            done = _edge_at_level(d1, up, is_open, tol)
             u0, h0 = u_hat.copy(), np.zeros(len(rows))
             h1 = np.sqrt(2 * np.maximum(d1, 0.0))
             for _ in range(steps):
@@ -642,6 +639,12 @@ class Calibrator:
             getattr(result, name)[rows[fixed]] = vals[fixed]
             good &= fixed
         result.status[rows[~good]] &= ~_CONVERGED
+
+def _edge_at_level(delta: np.ndarray, up: np.ndarray, is_open: np.ndarray, tol: float) -> np.ndarray:
+    """An edge with ``Delta(-ln L) = delta`` is right: within ``tol`` of the level ``up``, or, on an open side (the
+    range edge), below ``up + tol``."""
+    return np.where(is_open, delta <= up + tol, np.abs(delta - up) <= tol)
+
 
 def profile_full(
     surrogate: object,

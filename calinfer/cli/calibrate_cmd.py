@@ -187,12 +187,14 @@ def calibrate(
     from calinfer.surrogate import default_model_path, load_default, load_model
 
     plan = ScaleOut.from_cli(files, out, **scale_out)
-    level = None
-    if coverage_calibrated:
-        level = _coverage_level(model_path, likelihood, energy_range, workers or os.cpu_count() or 1)
+    load = lambda: load_model(model_path) if model_path else load_default()  # noqa: E731
     if plan.distributed:
         from calinfer.calibration import CalibrationResult
         from calinfer.distributed import CalibrateTask
+
+        level = None
+        if coverage_calibrated:
+            level = _coverage_level(load(), likelihood, energy_range, workers or os.cpu_count() or 1)
 
         task = CalibrateTask(
             model=model_path,
@@ -218,10 +220,11 @@ def calibrate(
     workers = workers or os.cpu_count() or 1
     torch.set_num_threads(1)
     with plan.reserve("calibration"):
-        model = load_model(model_path) if model_path else load_default()
+        model = load()
         check_energy_range(energy_range, model.energy_range)
+        level = _coverage_level(model, likelihood, energy_range, workers) if coverage_calibrated else None
         calibrator = Calibrator(model, likelihood=likelihood, energy_range=energy_range, workers=workers,
-                                **({} if level is None else {"interval_level": level}))
+                                interval_level=level)
         check = DepositCheck(ModelKnowledge.of(model), file)
         start = time.perf_counter()
         result = calibrate_file(
@@ -245,16 +248,15 @@ def calibrate(
         click.echo(line)
 
 
-def _coverage_level(model_path: str | None, likelihood: str, energy_range, workers: int):
-    """The coverage-calibrated interval level of the model (:class:`calinfer.calibration.IntervalLevel`)."""
+def _coverage_level(model, likelihood: str, energy_range, workers: int):
+    """The coverage-calibrated interval level of ``model`` (:class:`calinfer.calibration.IntervalLevel`), fitted
+    with ``workers`` threads of one torch thread each."""
     import torch
     from tqdm.auto import tqdm
 
     from calinfer.calibration import IntervalLevel
-    from calinfer.surrogate import load_default, load_model
 
     torch.set_num_threads(1)
-    model = load_model(model_path) if model_path else load_default()
     n, energies = 2000, 10
     with tqdm(total=n * energies, unit="shower", desc="interval level", disable=None) as bar:
         level = IntervalLevel.fit(model, n_per_energy=n, likelihood=likelihood, energy_range=energy_range,

@@ -122,11 +122,10 @@ class CalibrateTask:
         model = cached_model(self.model)
         key = ("calibrator", *_model_key(self.model), self.likelihood, self.energy_range, self.workers,
                self.interval_level)
-        level = {} if self.interval_level is None else {"interval_level": self.interval_level}
         return cached(
             key,
             lambda: Calibrator(model, likelihood=self.likelihood, energy_range=self.energy_range, workers=self.workers,
-                               **level),
+                               interval_level=self.interval_level),
         )
 
     def __call__(self, path: str, entry_start: int, entry_stop: int) -> dict[str, np.ndarray]:
