@@ -410,3 +410,15 @@ def test_many_file_calibration_with_a_coverage_calibrated_level(workdir, tmp_pat
     np.testing.assert_allclose(got["E_hi"], expected.e_hi, rtol=1e-6)
     plain = Calibrator(model).fit(read_showers(path, model.geometry, energy_branch=None))
     assert np.all(got["E_hi"] - got["E_lo"] >= plain.e_hi - plain.e_lo - 1e-9)  # levels above 0.5: wider intervals
+
+
+def test_tasks_find_a_shipped_model_by_name(tmp_path, monkeypatch):
+    """``--model pions`` in a many-file run: the task holds the shipped model's directory, not ./pions."""
+    from calinfer.surrogate import model_path
+
+    monkeypatch.chdir(tmp_path)
+    shipped = os.path.abspath(model_path("pions"))
+    assert Path(shipped, "surrogate.json").exists()
+    assert CalibrateTask(model="pions").model == shipped
+    assert AnomalyTask(model="pions", score="profile").model == shipped
+    assert CalibrateTask(model="some/dir").model == str(tmp_path / "some" / "dir")  # other paths made absolute

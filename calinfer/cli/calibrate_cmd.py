@@ -185,6 +185,7 @@ def calibrate(
     from calinfer.calibration import Calibrator
     from calinfer.cli.checks import DepositCheck, ModelKnowledge, check_energy_range
     from calinfer.surrogate import default_model_path, load_default, load_model
+    from calinfer.surrogate import model_path as resolve_model
 
     plan = ScaleOut.from_cli(files, out, **scale_out)
     load = lambda: load_model(model_path) if model_path else load_default()  # noqa: E731
@@ -231,7 +232,7 @@ def calibrate(
             file,
             out,
             calibrator,
-            model_label=str(Path(model_path).resolve() if model_path else default_model_path()),
+            model_label=str(resolve_model(model_path).resolve() if model_path else default_model_path()),
             tree=tree,
             voxel_branch=voxel_branch,
             clip_negative=clip_negative,

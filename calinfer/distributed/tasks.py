@@ -57,6 +57,14 @@ def _model_dir(model: str | None) -> Path:
     return Path(model).resolve() if model else default_model_path()
 
 
+def _absolute_model(model: str | None) -> str | None:
+    """``model`` as an absolute directory (workers may run in another directory); the name of a shipped model
+    (e.g. ``"pions"``) that is not a directory here becomes that model's directory."""
+    from calinfer.surrogate import model_path
+
+    return None if model is None else os.path.abspath(model_path(model))
+
+
 def _model_key(model: str | None) -> tuple:
     where = _model_dir(model)
     stat = where.stat() if where.exists() else None
@@ -112,8 +120,7 @@ class CalibrateTask:
     interval_level: IntervalLevel | None = None
 
     def __post_init__(self) -> None:
-        if self.model is not None:  # workers may run in another directory
-            object.__setattr__(self, "model", os.path.abspath(self.model))
+        object.__setattr__(self, "model", _absolute_model(self.model))
 
     def calibrator(self) -> Any:
         """The cached :class:`~calinfer.calibration.Calibrator` of this process."""
@@ -189,8 +196,7 @@ class AnomalyTask:
     tree: str = "anomaly"
 
     def __post_init__(self) -> None:
-        if self.model is not None:  # workers may run in another directory
-            object.__setattr__(self, "model", os.path.abspath(self.model))
+        object.__setattr__(self, "model", _absolute_model(self.model))
 
     def scorer(self) -> Any:
         """The cached score object of this process."""
