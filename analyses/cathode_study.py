@@ -15,6 +15,10 @@ pool that only trains the supervised classifier. Signal region 3.3-3.7 TeV, side
      sidebands, each fold classifier trains against one group, and the background after a cut is
      estimated from the other (``Cathode(cross_fit=True)``);
    * idealized AD: the same classifier against the true background of the reference sample;
+   * CATHODE matched (``cathode-matched``): CATHODE with the same flows but as many generated events as the
+     idealized AD has reference events, the comparison at equal reference size (the reference sample
+     holds about half as many signal-region events as the data, CATHODE generates ``--oversample`` times
+     as many);
    * CWoLa: signal region against the sidebands;
    * ANODE: density ratio of a k-fold flow on the signal region and the first CATHODE flow;
    * supervised: the classifier trained on the supervised signal pool against the reference background.
@@ -57,8 +61,10 @@ import numpy as np
 
 __all__ = ["StudyConfig", "closure_task", "main", "scan_task", "summarize"]
 
-METHODS = ("CATHODE", "idealized AD", "CWoLa", "ANODE", "supervised")
-_METHOD_KEYS = dict(zip(("cathode", "idealized", "cwola", "anode", "supervised"), METHODS, strict=True))
+METHODS = ("CATHODE", "idealized AD", "CWoLa", "ANODE", "supervised", "CATHODE matched")
+_METHOD_KEYS = dict(
+    zip(("cathode", "idealized", "cwola", "anode", "supervised", "cathode-matched"), METHODS, strict=True)
+)
 
 
 @dataclass
@@ -137,13 +143,13 @@ def _classifier_factory(cfg: StudyConfig):
     return partial(_configured, CLASSIFIERS[cfg.classifier_kind], options)
 
 
-def _cathode(cfg: StudyConfig, window, seed: int):
+def _cathode(cfg: StudyConfig, window, seed: int, oversample: float | None = None):
     from calinfer.resonant.methods import Cathode
 
     return Cathode(
         window,
         n_flows=cfg.n_flows,
-        oversample=cfg.oversample / cfg.n_flows,
+        oversample=(cfg.oversample if oversample is None else oversample) / cfg.n_flows,
         flow=_flow_factory(cfg),
         classifier=_classifier_factory(cfg),
         n_folds=cfg.n_folds,
@@ -242,6 +248,9 @@ def scan_task(job: tuple) -> dict:
         scores = {"CATHODE": cathode.scores_}
         if "idealized AD" in cfg.methods:
             scores["idealized AD"] = IdealizedAD(window, classifier=clf, **common).fit(m, x, x_ref_sr).scores_
+        if "CATHODE matched" in cfg.methods:  # generated sample as large as the idealized AD's reference
+            matched = _cathode(cfg, window, common["seed"], oversample=len(x_ref_sr) / sr.sum())
+            scores["CATHODE matched"] = matched.fit(m, x, flows=flows).scores_
         if "CWoLa" in cfg.methods:
             scores["CWoLa"] = CWoLa(window, classifier=clf, **common).fit(m, x).scores_
         if "ANODE" in cfg.methods:
@@ -344,12 +353,16 @@ def summarize(cfg: StudyConfig, scan: list[dict], closure: list[dict]) -> dict:
         )
         for name in cfg.methods:
             out["max_sic"].setdefault(name, {})[key] = _spread([r["max_sic"].get(name) for r in rows])
-        ratios = [
-            r["max_sic"]["CATHODE"] / r["max_sic"]["idealized AD"]
-            for r in rows
-            if r["max_sic"].get("CATHODE") and r["max_sic"].get("idealized AD")
-        ]
-        out["ratio_cathode_to_idealized"][key] = _spread(ratios)
+        for name, label in (
+            ("CATHODE", "ratio_cathode_to_idealized"),
+            ("CATHODE matched", "ratio_matched_to_idealized"),
+        ):
+            ratios = [
+                r["max_sic"][name] / r["max_sic"]["idealized AD"]
+                for r in rows
+                if r["max_sic"].get(name) and r["max_sic"].get("idealized AD")
+            ]
+            out.setdefault(label, {})[key] = _spread(ratios)
         out["significance"][key] = {
             f"{eff:g}": {
                 "z": _spread([r["cuts"][i]["significance"] for r in rows]),
@@ -412,7 +425,9 @@ def _percent(excess: dict) -> str:
 
 def _table(cfg: StudyConfig, summary: dict, wall: float) -> str:
     lines = ["# CATHODE study", "", "Maximum SIC (median [16%, 84%] over seeds):", ""]
-    head = "| S/B (SR) | S_SR | S/sqrt(B) | " + " | ".join(cfg.methods) + " | CATHODE / idealized |"
+    head = (
+        "| S/B (SR) | S_SR | S/sqrt(B) | " + " | ".join(cfg.methods) + " | CATHODE / idealized (matched / idealized) |"
+    )
     lines += [head, "|" + "---|" * (len(cfg.methods) + 4)]
     for info in summary["injections"]:
         key = f"{info['s_over_b']:g}"
@@ -420,8 +435,10 @@ def _table(cfg: StudyConfig, summary: dict, wall: float) -> str:
         for name in cfg.methods:
             s = summary["max_sic"][name][key]
             cells.append(f"{s['median']:.2f} [{s['q16']:.2f}, {s['q84']:.2f}]" if s["n"] else "-")
-        r = summary["ratio_cathode_to_idealized"][key]
-        ratio = f"{r['median']:.2f} [{r['q16']:.2f}, {r['q84']:.2f}]" if r["n"] else "-"
+        ratio = " / ".join(
+            f"{r['median']:.2f} [{r['q16']:.2f}, {r['q84']:.2f}]" if r["n"] else "-"
+            for r in (summary[k][key] for k in ("ratio_cathode_to_idealized", "ratio_matched_to_idealized"))
+        )
         lines.append(
             f"| {100 * info['s_over_b_sr']:.3f}% | {info['n_signal_sr']:.0f} | {info['s_over_sqrt_b_sr']:.2f} | "
             + " | ".join(cells)
@@ -639,6 +656,18 @@ def main(argv: list[str] | None = None) -> int:
         "--classifier", choices=("mlp", "hgb"), help="mlp: EnsembleMLP (default); hgb: BoostedTreeEnsemble"
     )
     parser.add_argument("--noise-features", type=int, help="append this many N(0, 1) features to every event")
+    parser.add_argument(
+        "--noise-logit",
+        action="store_true",
+        help="send the noise features through the flows' logit preprocessing too (default: only standardised)",
+    )
+    parser.add_argument(
+        "--flow-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="DensityEstimator option (VALUE in JSON), e.g. feature_noise=0.05; repeatable",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes (seeds / closure parts)")
     parser.add_argument("--data", help="background of the search data (embedded set name or LHCO file)")
     parser.add_argument("--reference", help="independent background (set name or file)")
@@ -680,6 +709,17 @@ def main(argv: list[str] | None = None) -> int:
         flow["n_res_blocks"] = args.flow_res_blocks
     if args.no_bootstrap:
         flow["bootstrap"] = False
+    for item in args.flow_option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--flow-option needs KEY=VALUE, got {item!r}")
+        flow[key] = json.loads(value)
+    n_noise = args.noise_features if args.noise_features is not None else cfg.noise_features
+    if n_noise and not args.noise_logit:  # Gaussian noise has no natural bound: standardise it only
+        from calinfer.io.lhco import STANDARD_FEATURES
+
+        n_std = len(STANDARD_FEATURES)
+        flow["unbounded"] = tuple(range(n_std, n_std + n_noise))
     changes["flow"] = flow
     if args.classifier_epochs is not None:
         changes["classifier"] = {**cfg.classifier, "epochs": args.classifier_epochs}

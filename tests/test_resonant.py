@@ -141,10 +141,11 @@ def test_boosted_trees_find_a_localised_excess_and_ignore_noise_features():
 # ---------------------------------------------------------------- preprocessing and flow
 
 
-def test_logit_scaler_jacobian_matches_autograd_and_inverts():
+@pytest.mark.parametrize("unbounded", [(), (1,)])
+def test_logit_scaler_jacobian_matches_autograd_and_inverts(unbounded):
     rng = np.random.default_rng(2)
-    x = np.stack([rng.uniform(0.05, 0.6, 500), rng.exponential(0.3, 500), rng.beta(2, 3, 500)], axis=1)
-    sc = LogitScaler(eps=1e-3, margin=0.05).fit(x)
+    x = np.stack([rng.uniform(0.05, 0.6, 500), rng.normal(0.3, 2.0, 500), rng.beta(2, 3, 500)], axis=1)
+    sc = LogitScaler(eps=1e-3, margin=0.05, unbounded=unbounded).fit(x)
     pts = torch.as_tensor(x[:20], dtype=torch.float64)
     z, logdet = sc.transform_torch(pts)
     for i in range(len(pts)):
@@ -158,8 +159,20 @@ def test_logit_scaler_jacobian_matches_autograd_and_inverts():
     np.testing.assert_allclose(zz.std(axis=0), 1.0, atol=1e-9)
     back = LogitScaler.from_state_dict(sc.state_dict())
     np.testing.assert_allclose(back.transform(x)[1], sc.transform(x)[1])
+    # an unbounded feature far outside the training range: still in the support, mapped affinely
+    far = x[:3].copy()
+    far[:, 1] = [-40.0, 25.0, 60.0]
+    assert sc.in_bounds(far).all() == bool(unbounded)
+    if unbounded:
+        zf, logdet_far = sc.transform(far)
+        np.testing.assert_allclose(zf[:, 1], (far[:, 1] - sc.mu_[1]) / sc.sigma_[1])
+        np.testing.assert_allclose(sc.inverse(zf), far, rtol=1e-10)
+        _, logdet_near = sc.transform(np.c_[far[:, :1], x[:3, 1:2], far[:, 2:]])
+        np.testing.assert_allclose(logdet_far, logdet_near)  # constant Jacobian along the unbounded feature
     with pytest.raises(ModelError):
         LogitScaler().transform(x)
+    with pytest.raises(InputError):
+        LogitScaler(unbounded=(3,)).fit(x)
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +203,26 @@ def test_flow_interpolates_the_condition_and_generates_background(toy_flow):
     masses = MassSampler(3.3, 3.7).fit(np.random.default_rng(6).uniform(3.0, 4.0, 2000))
     x, m = generate_background(toy_flow, masses, 1000, seed=7)
     assert x.shape == (1000, 2) and np.all((m >= 3.3) & (m < 3.7))
+
+
+def test_flow_with_an_unbounded_feature_is_normalised_beyond_its_training_range():
+    """A N(0, 2^2) feature marked unbounded: the density integrates to one over a range twice as wide as the
+    training sample's, is finite far outside it, and samples keep the Gaussian width."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(11)
+    m = rng.uniform(3.0, 4.0, 4000)
+    x = np.stack([rng.beta(2, 5, 4000), rng.normal(0.0, 2.0, size=4000)], axis=1)
+    kw = {"epochs": 10, "n_blocks": 2, "hidden": 32, "n_best_epochs": 3, "batch_size": 256}
+    flow = DensityEstimator(seed=1, unbounded=(1,), **kw).fit(x, m)
+    g = np.linspace(-16.0, 16.0, 801)  # the sample spans about +-7.5
+    pts = np.c_[np.full(len(g), 0.25), g]
+    dens = np.exp(flow.log_prob(pts, np.full(len(g), 3.5)))
+    beta_pdf = 30 * 0.25 * 0.75**4  # Beta(2, 5) density at 0.25
+    assert np.trapezoid(dens, g) / beta_pdf == pytest.approx(1.0, abs=0.08)
+    assert np.isfinite(flow.log_prob(np.array([[0.25, 14.0]]), np.array([3.5]))).all()
+    assert flow.sample(np.full(20000, 3.5), seed=3)[:, 1].std() == pytest.approx(2.0, abs=0.08)
+    bounded = DensityEstimator(seed=1, **kw).fit(x, m)
+    assert bounded.log_prob(np.array([[0.25, 14.0]]), np.array([3.5]))[0] == -np.inf  # outside the logit box
 
 
 def test_bootstrap_flow_trains_on_a_resample_and_validates_out_of_bag():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -37,6 +38,9 @@ class DensityEstimator:
     the statistical fluctuations of their training sample as well as by their initialisation, so the
     ensemble spread includes the finite-sample error of the density estimate.
 
+    ``unbounded``: indices of features without a natural bound, only standardised (see
+    :class:`~calinfer.resonant.preprocessing.LogitScaler`).
+
     After :meth:`fit`, ``held_out_x_`` and ``held_out_m_`` hold the validation events (not trained on).
     """
 
@@ -52,6 +56,7 @@ class DensityEstimator:
         batch_size: int = 1024,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        unbounded: Sequence[int] = (),
         val_fraction: float = 0.2,
         n_best_epochs: int = 5,
         bootstrap: bool = False,
@@ -66,6 +71,7 @@ class DensityEstimator:
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
+        self.unbounded = tuple(unbounded)
         self.val_fraction = val_fraction
         self.n_best_epochs = n_best_epochs
         self.bootstrap = bootstrap
@@ -109,7 +115,7 @@ class DensityEstimator:
         rng = np.random.default_rng(self.seed)
         torch_gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         self.n_features_ = x.shape[1]
-        self.scaler_ = LogitScaler().fit(x)
+        self.scaler_ = LogitScaler(unbounded=self.unbounded).fit(x)
         self.m_mean_, self.m_std_ = float(m.mean()), float(max(m.std(), 1e-12))
         z = torch.as_tensor(self.scaler_.transform(x)[0], dtype=torch.float32)
         c = self._context(m)

@@ -10,9 +10,16 @@ standardised:
 over features, so a density ``q(z)`` becomes ``p(x) = q(z) |dz/dx|``. Values outside the fitted
 bounds are clipped to them (``u`` stays inside ``[eps, 1 - eps]``), which keeps the map finite on
 signal-region events slightly outside the sideband range.
+
+Features listed in ``unbounded`` (no natural bound, e.g. roughly Gaussian ones) skip the logit: they are
+only standardised, ``z = (x - mu) / sigma`` with ``log|dz/dx| = -log sigma``, and have no support limit.
+Squeezing such a feature into its sample range and through the logit gives the density model tails
+shaped by the two most extreme training values instead of by the feature.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -25,11 +32,12 @@ __all__ = ["LogitScaler"]
 class LogitScaler:
     """Per-feature logit + standardisation, fitted with :meth:`fit`, usable in numpy and torch."""
 
-    def __init__(self, eps: float = 1e-3, margin: float = 0.01) -> None:
+    def __init__(self, eps: float = 1e-3, margin: float = 0.01, unbounded: Sequence[int] = ()) -> None:
         if not 0 < eps < 0.5:
             raise InputError(f"eps must be in (0, 0.5), got {eps}")
         self.eps = float(eps)
         self.margin = float(margin)
+        self.unbounded = tuple(int(i) for i in unbounded)
         self.lo_: np.ndarray | None = None
 
     def fit(self, x: np.ndarray) -> LogitScaler:
@@ -37,9 +45,13 @@ class LogitScaler:
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or len(x) < 2 or not np.isfinite(x).all():
             raise InputError(f"need finite training data of shape (N >= 2, D), got {x.shape}")
+        if any(not -x.shape[1] <= i < x.shape[1] for i in self.unbounded):
+            raise InputError(f"unbounded feature indices {self.unbounded} outside the {x.shape[1]} features")
         lo, hi = x.min(axis=0), x.max(axis=0)
         span = np.where(hi > lo, hi - lo, 1.0)
         self.lo_, self.hi_ = lo - self.margin * span, hi + self.margin * span
+        self.logit_ = np.ones(x.shape[1], dtype=bool)
+        self.logit_[list(self.unbounded)] = False
         self.mu_ = np.zeros(x.shape[1])
         self.sigma_ = np.ones(x.shape[1])
         z, _ = self.transform(x)
@@ -56,25 +68,26 @@ class LogitScaler:
         """``(N,)`` mask of events inside the fitted bounds (the support of the mapped density)."""
         x = np.asarray(x, dtype=np.float64)
         self._check(x.shape[-1])
-        return ((x >= self.lo_) & (x <= self.hi_)).all(axis=-1)
+        return ((x >= self.lo_) & (x <= self.hi_) | ~self.logit_).all(axis=-1)
 
     def transform_torch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x (N, D) -> (z (N, D), log|det dz/dx| (N,))`` in the dtype of ``x``."""
         self._check(x.shape[-1])
         lo, hi, mu, sigma = (torch.as_tensor(a, dtype=x.dtype, device=x.device) for a in self._params())
+        logit = torch.as_tensor(self.logit_, device=x.device)
         u = self.eps + (1 - 2 * self.eps) * (x.clamp(lo, hi) - lo) / (hi - lo)
-        z = (torch.log(u) - torch.log1p(-u) - mu) / sigma
-        logdet = (
-            np.log(1 - 2 * self.eps) - torch.log(hi - lo) - torch.log(u) - torch.log1p(-u) - torch.log(sigma)
-        ).sum(-1)
-        return z, logdet
+        y = torch.where(logit, torch.log(u) - torch.log1p(-u), x)
+        log_dy = torch.where(logit, np.log(1 - 2 * self.eps) - torch.log(hi - lo) - torch.log(u) - torch.log1p(-u), 0.0)
+        z = (y - mu) / sigma
+        return z, (log_dy - torch.log(sigma)).sum(-1)
 
     def inverse_torch(self, z: torch.Tensor) -> torch.Tensor:
         """Map ``z`` back to the feature space."""
         self._check(z.shape[-1])
         lo, hi, mu, sigma = (torch.as_tensor(a, dtype=z.dtype, device=z.device) for a in self._params())
-        u = torch.sigmoid(z * sigma + mu)
-        return lo + (hi - lo) * (u - self.eps) / (1 - 2 * self.eps)
+        y = z * sigma + mu
+        x = lo + (hi - lo) * (torch.sigmoid(y) - self.eps) / (1 - 2 * self.eps)
+        return torch.where(torch.as_tensor(self.logit_, device=z.device), x, y)
 
     def transform(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """numpy version of :meth:`transform_torch` (float64)."""
@@ -96,14 +109,17 @@ class LogitScaler:
         return {
             "eps": self.eps,
             "margin": self.margin,
+            "unbounded": list(self.unbounded),
             **{k: v.tolist() for k, v in zip(names, self._params(), strict=True)},
         }
 
     @classmethod
     def from_state_dict(cls, state: dict) -> LogitScaler:
         """Rebuild a fitted scaler from :meth:`state_dict`."""
-        obj = cls(eps=state["eps"], margin=state["margin"])
+        obj = cls(eps=state["eps"], margin=state["margin"], unbounded=state.get("unbounded", ()))
         obj.lo_, obj.hi_, obj.mu_, obj.sigma_ = (
             np.asarray(state[k], dtype=np.float64) for k in ("lo", "hi", "mu", "sigma")
         )
+        obj.logit_ = np.ones(len(obj.lo_), dtype=bool)
+        obj.logit_[list(obj.unbounded)] = False
         return obj
