@@ -142,27 +142,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mjj-min", type=float, default=2.8, help="lower m_jj cut [TeV]")
     parser.add_argument("--reference-every", type=int, default=3, help="every n-th QCD chunk goes to the reference")
     parser.add_argument("--mantissa-bits", type=int, default=12)
+    parser.add_argument(
+        "--signal-set",
+        nargs=2,
+        metavar=("NAME", "DIR"),
+        help="pack only the registered signal set NAME (e.g. dijets-signal-x700-y250) from the chunks in DIR",
+    )
     args = parser.parse_args(argv)
 
     t0 = time.time()
-    qcd = {d: chunk_files(d) for d in args.qcd}
-    data_files, ref_files = [], []
-    for chunks in qcd.values():
-        data_idx, ref_idx = split_qcd_chunks([k for k, _ in chunks], args.reference_every)
-        data_files += [f for k, f in chunks if k in data_idx]
-        ref_files += [f for k, f in chunks if k in ref_idx]
-    if not ref_files:
-        raise InputError(f"need at least {args.reference_every} QCD chunks to fill the reference sample")
-    signal_files = [f for d in args.signal for _, f in chunk_files(d)]
-    split = {
-        "reference_every": args.reference_every,
-        "rule": "QCD chunk k goes to the reference when k % reference_every == reference_every - 1",
-    }
-    jobs = [
-        ("dijets-qcd", data_files, [m for d in args.qcd for m in _manifests(d)], split),
-        ("dijets-qcd-reference", ref_files, [m for d in args.qcd for m in _manifests(d)], split),
-        ("dijets-signal", signal_files, [m for d in args.signal for m in _manifests(d)], {}),
-    ]
+    if args.signal_set:
+        name, directory = args.signal_set[0], Path(args.signal_set[1])
+        if datasets.dijet_spec(name).role != "signal":
+            raise InputError(f"{name} is not a signal set; --signal-set packs signal sets only")
+        jobs = [(name, [f for _, f in chunk_files(directory)], _manifests(directory), {})]
+    else:
+        jobs = _default_jobs(args)
     for name, files, manifests, extra in jobs:
         meta = pack(
             name,
@@ -180,6 +175,28 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"packed in {time.time() - t0:.0f} s")
     return 0
+
+
+def _default_jobs(args: argparse.Namespace) -> list[tuple[str, list[Path], list[dict], dict]]:
+    """The three default sets: QCD data and reference (split by chunk index) and the signal."""
+    qcd = {d: chunk_files(d) for d in args.qcd}
+    data_files, ref_files = [], []
+    for chunks in qcd.values():
+        data_idx, ref_idx = split_qcd_chunks([k for k, _ in chunks], args.reference_every)
+        data_files += [f for k, f in chunks if k in data_idx]
+        ref_files += [f for k, f in chunks if k in ref_idx]
+    if not ref_files:
+        raise InputError(f"need at least {args.reference_every} QCD chunks to fill the reference sample")
+    signal_files = [f for d in args.signal for _, f in chunk_files(d)]
+    split = {
+        "reference_every": args.reference_every,
+        "rule": "QCD chunk k goes to the reference when k % reference_every == reference_every - 1",
+    }
+    return [
+        ("dijets-qcd", data_files, [m for d in args.qcd for m in _manifests(d)], split),
+        ("dijets-qcd-reference", ref_files, [m for d in args.qcd for m in _manifests(d)], split),
+        ("dijets-signal", signal_files, [m for d in args.signal for m in _manifests(d)], {}),
+    ]
 
 
 if __name__ == "__main__":

@@ -29,7 +29,10 @@ GeV, read with :mod:`calinfer.io.lhco`), packed by ``analyses/pack_dijets.py`` f
 
 * ``dijets-qcd``: QCD background, the "data" of the search (two of every three generated chunks);
 * ``dijets-qcd-reference``: an independent QCD sample (the other chunks) for the idealized-AD baseline;
-* ``dijets-signal``: W'(3.5 TeV) -> X(500 GeV) Y(100 GeV), X, Y -> q qbar, for signal injection.
+* ``dijets-signal``: W'(3.5 TeV) -> X(500 GeV) Y(100 GeV), X, Y -> q qbar, for signal injection;
+* ``dijets-signal-x700-y250``: a second signal hypothesis, W'(3.5 TeV) -> X(700 GeV) Y(250 GeV)
+  (``analyses/generate_dijets.py --process signal --m-x 700 --m-y 250 --seed 21``, packed with
+  ``analyses/pack_dijets.py --signal-set``).
 """
 
 from __future__ import annotations
@@ -163,16 +166,38 @@ _PION_TRUTH = ("interaction_depth_lambda", "em_fraction", "leak_back", "leak_dea
 def _pion_specs() -> list[DatasetSpec]:
     geo = "calochallenge-ds1-pions"
     out = []
-    for name, prior, n, recipe, seed in (("pions-train", "uniform", 2000, 50_000, 4001),
-                                         ("pions-train-log", "log-uniform", 1000, 50_000, 4003),
-                                         ("pions-val", "uniform", 1000, 10_000, 4002)):
+    for name, prior, n, recipe, seed in (
+        ("pions-train", "uniform", 2000, 50_000, 4001),
+        ("pions-train-log", "log-uniform", 1000, 50_000, 4003),
+        ("pions-val", "uniform", 1000, 10_000, 4002),
+    ):
         params = {"energy_range": [5.0, 100.0], "prior": prior, "geometry": geo}
         what = "validation" if name == "pions-val" else "training"
-        out.append(DatasetSpec(name, f"charged pions, E {prior} 5-100 GeV ({what}; first {n} of {recipe})", "pions",
-                               n, seed, params, _PION_TRUTH, n_recipe=recipe))
+        out.append(
+            DatasetSpec(
+                name,
+                f"charged pions, E {prior} 5-100 GeV ({what}; first {n} of {recipe})",
+                "pions",
+                n,
+                seed,
+                params,
+                _PION_TRUTH,
+                n_recipe=recipe,
+            )
+        )
     for e in TEST_ENERGIES_GEV:
-        out.append(DatasetSpec(f"pions-test-{e}", f"charged pions at {e} GeV (test; first 300 of 2000)", "pions", 300,
-                               4100 + e, {"energy": float(e), "geometry": geo}, _PION_TRUTH, n_recipe=2000))
+        out.append(
+            DatasetSpec(
+                f"pions-test-{e}",
+                f"charged pions at {e} GeV (test; first 300 of 2000)",
+                "pions",
+                300,
+                4100 + e,
+                {"energy": float(e), "geometry": geo},
+                _PION_TRUTH,
+                n_recipe=2000,
+            )
+        )
     return out
 
 
@@ -209,6 +234,12 @@ _DIJET_SPECS = {
         DijetSpec("dijets-qcd", "QCD dijets, m_jj >= 2.8 TeV (search data)", "qcd", "data"),
         DijetSpec("dijets-qcd-reference", "independent QCD dijets, m_jj >= 2.8 TeV (idealized AD)", "qcd", "reference"),
         DijetSpec("dijets-signal", "W'(3.5 TeV) -> X(500) Y(100 GeV) -> 4 quarks, m_jj >= 2.8 TeV", "signal", "signal"),
+        DijetSpec(
+            "dijets-signal-x700-y250",
+            "W'(3.5 TeV) -> X(700) Y(250 GeV) -> 4 quarks, m_jj >= 2.8 TeV (second signal hypothesis)",
+            "signal",
+            "signal",
+        ),
     )
 }
 

@@ -651,7 +651,7 @@ def test_signal_injection_sets_s_over_b_in_the_signal_region():
 def test_embedded_dijet_sets_are_disjoint_and_documented():
     from calinfer import datasets
 
-    assert datasets.dijet_names() == ["dijets-qcd", "dijets-qcd-reference", "dijets-signal"]
+    assert datasets.dijet_names() == ["dijets-qcd", "dijets-qcd-reference", "dijets-signal", "dijets-signal-x700-y250"]
     meta = {n: datasets.describe_dijets(n) for n in datasets.dijet_names()}
     seeds = {n: {c["pythia_seed"] for c in m["chunks"]} for n, m in meta.items()}
     assert not seeds["dijets-qcd"] & seeds["dijets-qcd-reference"]  # independent Pythia streams
@@ -662,6 +662,13 @@ def test_embedded_dijet_sets_are_disjoint_and_documented():
     sr = SignalRegion(3.3, 3.7).in_sr(signal["mjj"].to_numpy())
     assert sr.mean() > 0.8  # the W' peak at 3.5 TeV
     assert np.median(signal["mj_light"][sr] + signal["delta_mj"][sr]) == pytest.approx(0.5, abs=0.03)
+    # the second hypothesis: heavier jet at m_X = 700 GeV, lighter at m_Y = 250 GeV (peaks, radiation lost
+    # out of the R = 1 jets pulls the medians a little below)
+    second = datasets.load_dijets("dijets-signal-x700-y250")
+    sr2 = SignalRegion(3.3, 3.7).in_sr(second["mjj"].to_numpy())
+    assert np.all(second["label"] == 1) and sr2.mean() > 0.5
+    heavy, light = second["mj_light"][sr2] + second["delta_mj"][sr2], second["mj_light"][sr2]
+    assert np.median(heavy) == pytest.approx(0.7, abs=0.05) and np.median(light) == pytest.approx(0.25, abs=0.03)
     with pytest.raises(InputError, match="unknown dijet set"):
         datasets.dijet_path("dijets-lhco")
 
