@@ -89,7 +89,8 @@ class StudyConfig:
             "epochs": 25,
             "batch_size": 2048,
             "lr": 2e-3,
-            "n_res_blocks": 1,
+            "hidden": 128,
+            "n_res_blocks": 2,
             "n_best_epochs": 5,
             "bootstrap": True,
         }

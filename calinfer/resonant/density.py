@@ -48,7 +48,7 @@ class DensityEstimator:
         self,
         *,
         n_blocks: int = 4,
-        hidden: int = 64,
+        hidden: int = 128,
         n_res_blocks: int = 2,
         n_bins: int = 8,
         tail_bound: float = 4.0,
