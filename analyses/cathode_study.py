@@ -99,6 +99,7 @@ class StudyConfig:
     classifier_kind: str = "mlp"  # or "hgb": BoostedTreeEnsemble with the options in ``hgb``
     hgb: dict = field(default_factory=dict)
     noise_features: int = 0  # standard-normal features appended to every event (robustness study)
+    extra_features: tuple[str, ...] = ()  # of calinfer.io.lhco.EXTRA_FEATURES, e.g. ("tau32_light", "tau32_heavy")
     efficiencies: tuple[float, ...] = (0.2, 0.1, 0.05, 0.02)
     closure_splits: int = 3
     closure_windows: tuple[tuple[float, float], ...] = ((3.3, 3.7), (3.7, 4.1), (4.1, 4.5))
@@ -108,13 +109,13 @@ class StudyConfig:
     threads: int = 1
 
 
-def _load(name_or_path: str):
+def _load(name_or_path: str, extra: tuple[str, ...] = ()):
     from calinfer import datasets
     from calinfer.io.lhco import load_dijets
 
     if Path(name_or_path).exists():
-        return load_dijets(name_or_path)
-    return datasets.load_dijets(name_or_path)
+        return load_dijets(name_or_path, extra=extra)
+    return datasets.load_dijets(name_or_path, extra=extra)
 
 
 def _arrays(frame, window, features) -> tuple[np.ndarray, np.ndarray]:
@@ -575,13 +576,14 @@ def _prepare(cfg: StudyConfig) -> tuple[dict, dict]:
     from calinfer.resonant.windows import SignalRegion
 
     window = SignalRegion(*cfg.signal_region, *cfg.sidebands)
-    data, reference, signal = (_load(n) for n in (cfg.data, cfg.reference, cfg.signal))
+    data, reference, signal = (_load(n, cfg.extra_features) for n in (cfg.data, cfg.reference, cfg.signal))
+    features = (*STANDARD_FEATURES, *cfg.extra_features)
     data = data[data["label"] == 0] if "label" in data.columns else data
     if cfg.max_data_events is not None and len(data) > cfg.max_data_events:
         data = data.sample(cfg.max_data_events, random_state=0)
-    m_b, x_b = _arrays(data, window, STANDARD_FEATURES)
-    m_r, x_r = _arrays(reference, window, STANDARD_FEATURES)
-    m_s, x_s = _arrays(signal, window, STANDARD_FEATURES)
+    m_b, x_b = _arrays(data, window, features)
+    m_r, x_r = _arrays(reference, window, features)
+    m_s, x_s = _arrays(signal, window, features)
     if cfg.noise_features:  # independent N(0, 1) columns, the same law for background and signal
         x_b, x_r, x_s = (
             np.c_[x, np.random.default_rng([777, j]).normal(size=(len(x), cfg.noise_features))]
@@ -604,7 +606,7 @@ def _prepare(cfg: StudyConfig) -> tuple[dict, dict]:
         "n_signal": len(m_s),
         "n_signal_injection_pool": int(pool.sum()),
         "n_signal_supervised_sr": int(sup_sr.sum()),
-        "features": list(STANDARD_FEATURES) + [f"noise_{j}" for j in range(cfg.noise_features)],
+        "features": list(features) + [f"noise_{j}" for j in range(cfg.noise_features)],
     }
     # closure: all background, disjoint parts
     m_all, x_all = np.r_[m_b, m_r], np.concatenate([x_b, x_r])
@@ -657,6 +659,10 @@ def main(argv: list[str] | None = None) -> int:
         "--classifier", choices=("mlp", "hgb"), help="mlp: EnsembleMLP (default); hgb: BoostedTreeEnsemble"
     )
     parser.add_argument("--noise-features", type=int, help="append this many N(0, 1) features to every event")
+    parser.add_argument(
+        "--extra-features",
+        help="comma-separated features beyond the standard four (calinfer.io.lhco.EXTRA_FEATURES, e.g. tau32_light)",
+    )
     parser.add_argument(
         "--noise-logit",
         action="store_true",
@@ -719,7 +725,8 @@ def main(argv: list[str] | None = None) -> int:
     if n_noise and not args.noise_logit:  # Gaussian noise has no natural bound: standardise it only
         from calinfer.io.lhco import STANDARD_FEATURES
 
-        n_std = len(STANDARD_FEATURES)
+        n_extra = len(args.extra_features.split(",")) if args.extra_features else len(cfg.extra_features)
+        n_std = len(STANDARD_FEATURES) + n_extra
         flow["unbounded"] = tuple(range(n_std, n_std + n_noise))
     changes["flow"] = flow
     if args.classifier_epochs is not None:
@@ -728,6 +735,8 @@ def main(argv: list[str] | None = None) -> int:
         changes["classifier_kind"] = args.classifier
     if args.noise_features is not None:
         changes["noise_features"] = args.noise_features
+    if args.extra_features:
+        changes["extra_features"] = tuple(f.strip() for f in args.extra_features.split(","))
     for name in ("data", "reference", "signal"):
         if getattr(args, name):
             changes[name] = getattr(args, name)
