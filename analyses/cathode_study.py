@@ -59,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["StudyConfig", "closure_task", "main", "scan_task", "summarize"]
+__all__ = ["StudyConfig", "closure_task", "load_frame", "main", "parse_options", "scan_task", "summarize"]
 
 METHODS = ("CATHODE", "idealized AD", "CWoLa", "ANODE", "supervised", "CATHODE matched")
 _METHOD_KEYS = dict(
@@ -109,7 +109,21 @@ class StudyConfig:
     threads: int = 1
 
 
-def _load(name_or_path: str, extra: tuple[str, ...] = ()):
+def parse_options(items: list[str]) -> dict:
+    """``KEY=VALUE`` strings (VALUE in JSON) as a dict of options; ``InputError`` for an item without ``=``."""
+    from calinfer.errors import InputError
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"options need KEY=VALUE, got {item!r}")
+        options[key] = json.loads(value)
+    return options
+
+
+def load_frame(name_or_path: str, extra: tuple[str, ...] = ()):
+    """A dijet features frame from an embedded set name or an LHCO file."""
     from calinfer import datasets
     from calinfer.io.lhco import load_dijets
 
@@ -576,7 +590,7 @@ def _prepare(cfg: StudyConfig) -> tuple[dict, dict]:
     from calinfer.resonant.windows import SignalRegion
 
     window = SignalRegion(*cfg.signal_region, *cfg.sidebands)
-    data, reference, signal = (_load(n, cfg.extra_features) for n in (cfg.data, cfg.reference, cfg.signal))
+    data, reference, signal = (load_frame(n, cfg.extra_features) for n in (cfg.data, cfg.reference, cfg.signal))
     features = (*STANDARD_FEATURES, *cfg.extra_features)
     data = data[data["label"] == 0] if "label" in data.columns else data
     if cfg.max_data_events is not None and len(data) > cfg.max_data_events:
@@ -673,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="DensityEstimator option (VALUE in JSON), e.g. feature_noise=0.05; repeatable",
+        help="DensityEstimator option (VALUE in JSON), e.g. hidden=64; repeatable",
     )
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes (seeds / closure parts)")
     parser.add_argument("--data", help="background of the search data (embedded set name or LHCO file)")
@@ -716,17 +730,18 @@ def main(argv: list[str] | None = None) -> int:
         flow["n_res_blocks"] = args.flow_res_blocks
     if args.no_bootstrap:
         flow["bootstrap"] = False
-    for item in args.flow_option:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--flow-option needs KEY=VALUE, got {item!r}")
-        flow[key] = json.loads(value)
+    from calinfer.errors import InputError
+
+    try:
+        flow.update(parse_options(args.flow_option))
+    except InputError as exc:
+        parser.error(f"--flow-option: {exc}")
+    extra = tuple(f.strip() for f in args.extra_features.split(",")) if args.extra_features else cfg.extra_features
     n_noise = args.noise_features if args.noise_features is not None else cfg.noise_features
     if n_noise and not args.noise_logit:  # Gaussian noise has no natural bound: standardise it only
         from calinfer.io.lhco import STANDARD_FEATURES
 
-        n_extra = len(args.extra_features.split(",")) if args.extra_features else len(cfg.extra_features)
-        n_std = len(STANDARD_FEATURES) + n_extra
+        n_std = len(STANDARD_FEATURES) + len(extra)
         flow["unbounded"] = tuple(range(n_std, n_std + n_noise))
     changes["flow"] = flow
     if args.classifier_epochs is not None:
@@ -735,8 +750,7 @@ def main(argv: list[str] | None = None) -> int:
         changes["classifier_kind"] = args.classifier
     if args.noise_features is not None:
         changes["noise_features"] = args.noise_features
-    if args.extra_features:
-        changes["extra_features"] = tuple(f.strip() for f in args.extra_features.split(","))
+    changes["extra_features"] = extra
     for name in ("data", "reference", "signal"):
         if getattr(args, name):
             changes[name] = getattr(args, name)

@@ -21,9 +21,9 @@ pair of flows scatters. Output: one JSON line per seed and the mean ± standard 
 
 Example (about 2 minutes per seed on one core)::
 
-    python analyses/crossfit_bias.py --seeds 0,1,2,3 --out runs/crossfit_bias/base.json
-    python analyses/crossfit_bias.py --seeds 0,1,2,3 --flow-option hidden=128 --flow-option n_res_blocks=2 \\
-        --out runs/crossfit_bias/h128.json
+    python analyses/crossfit_bias.py --seeds 0,1,2,3 --out runs/crossfit_bias/h128.json
+    python analyses/crossfit_bias.py --seeds 0,1,2,3 --flow-option hidden=64 --flow-option n_res_blocks=1 \\
+        --out runs/crossfit_bias/base.json
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from cathode_study import StudyConfig  # the sibling script (sys.path[0] is this directory)
+from cathode_study import StudyConfig, load_frame, parse_options  # the sibling script (sys.path[0] is this directory)
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import StratifiedKFold
 
-from calinfer import datasets
+from calinfer.errors import InputError
 from calinfer.io import atomic_output
 from calinfer.io.lhco import STANDARD_FEATURES
 from calinfer.resonant import DensityEstimator, MassSampler, SignalRegion
@@ -127,27 +127,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.out} exists; choose another --out")
     torch.set_num_threads(1)
 
-    def options(items: list[str]) -> dict:
-        parsed = {}
-        for item in items:
-            key, sep, value = item.partition("=")
-            if not sep:
-                parser.error(f"flow options need KEY=VALUE, got {item!r}")
-            parsed[key] = json.loads(value)
-        return parsed
-
-    args.flow = {**StudyConfig().flow, "bootstrap": False, **options(args.flow_option)}
-    args.flow_b = options(args.flow_option_b)
+    try:
+        args.flow = {**StudyConfig().flow, "bootstrap": False, **parse_options(args.flow_option)}
+        args.flow_b = parse_options(args.flow_option_b)
+    except InputError as exc:
+        parser.error(f"flow options: {exc}")
     t0 = time.time()
     if args.null:
-        frames = [datasets.load_dijets(n) for n in ("dijets-qcd", "dijets-qcd-reference")]
-        d = pd.concat(frames, ignore_index=True)
-    elif Path(args.data).exists():
-        from calinfer.io.lhco import load_dijets
-
-        d = load_dijets(args.data)
+        d = pd.concat([load_frame(n) for n in ("dijets-qcd", "dijets-qcd-reference")], ignore_index=True)
     else:
-        d = datasets.load_dijets(args.data)
+        d = load_frame(args.data)
     m, x = d["mjj"].to_numpy(np.float64), d[list(STANDARD_FEATURES)].to_numpy(np.float64)
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):

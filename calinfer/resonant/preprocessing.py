@@ -50,13 +50,18 @@ class LogitScaler:
         lo, hi = x.min(axis=0), x.max(axis=0)
         span = np.where(hi > lo, hi - lo, 1.0)
         self.lo_, self.hi_ = lo - self.margin * span, hi + self.margin * span
-        self.logit_ = np.ones(x.shape[1], dtype=bool)
-        self.logit_[list(self.unbounded)] = False
         self.mu_ = np.zeros(x.shape[1])
         self.sigma_ = np.ones(x.shape[1])
         z, _ = self.transform(x)
         self.mu_, self.sigma_ = z.mean(axis=0), np.maximum(z.std(axis=0), 1e-12)
         return self
+
+    @property
+    def logit_(self) -> np.ndarray:
+        """``(D,)`` mask of the features sent through the logit (all but ``unbounded``)."""
+        mask = np.ones(len(self.lo_), dtype=bool)
+        mask[list(self.unbounded)] = False
+        return mask
 
     def _check(self, d: int) -> None:
         if self.lo_ is None:
@@ -120,6 +125,4 @@ class LogitScaler:
         obj.lo_, obj.hi_, obj.mu_, obj.sigma_ = (
             np.asarray(state[k], dtype=np.float64) for k in ("lo", "hi", "mu", "sigma")
         )
-        obj.logit_ = np.ones(len(obj.lo_), dtype=bool)
-        obj.logit_[list(obj.unbounded)] = False
         return obj
