@@ -81,6 +81,7 @@ class StudyConfig:
     methods: tuple[str, ...] = METHODS
     n_flows: int = 6
     cross_fit: bool = True
+    latent: bool = False
     oversample: float = 4.0
     n_folds: int = 5
     anode_folds: int = 2
@@ -170,6 +171,7 @@ def _cathode(cfg: StudyConfig, window, seed: int, oversample: float | None = Non
         classifier=_classifier_factory(cfg),
         n_folds=cfg.n_folds,
         cross_fit=cfg.cross_fit,
+        latent=cfg.latent,
         seed=seed,
     )
 
@@ -665,6 +667,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="every flow on all sideband events; B from the flows the classifiers trained against (plain CATHODE)",
     )
+    parser.add_argument(
+        "--latent",
+        action="store_true",
+        help="LaCATHODE: the classifiers see the flows' latent space (decorrelated from m_jj)",
+    )
     parser.add_argument("--flow-epochs", type=int)
     parser.add_argument("--flow-batch-size", type=int)
     parser.add_argument("--flow-res-blocks", type=int, help="residual blocks per spline-parameter network")
@@ -719,6 +726,8 @@ def main(argv: list[str] | None = None) -> int:
         changes["n_flows"] = args.n_flows
     if args.no_cross_fit:
         changes["cross_fit"] = False
+    if args.latent:
+        changes["latent"] = True
     if args.closure_only:
         changes["seeds"] = ()
     flow = dict(cfg.flow)

@@ -29,8 +29,8 @@ def lhco_frame(
     })  # fmt: skip
 
 
-@pytest.mark.parametrize("classifier", ["mlp", "hgb"])
-def test_cathode_command_writes_summary_and_plots(tmp_path, classifier):
+@pytest.mark.parametrize(("classifier", "latent"), [("mlp", False), ("hgb", False), ("hgb", True)])
+def test_cathode_command_writes_summary_and_plots(tmp_path, classifier, latent):
     rng = np.random.default_rng(0)
     n = 6000
     mjj = 2.8 + rng.exponential(0.45, n)
@@ -50,13 +50,14 @@ def test_cathode_command_writes_summary_and_plots(tmp_path, classifier):
         "cathode", str(tmp_path / "bkg.h5"), "--inject", str(tmp_path / "sig.h5"), "--s-over-b", "0.1",
         "--sidebands", "2.8", "4.6", "--n-flows", "4", "--flow-epochs", "4", "--classifier-epochs", "4",
         "--folds", "2", "--oversample", "2", "--efficiency", "0.2", "--efficiency", "0.05", "--baselines", "cwola",
-        "--classifier", classifier, "--out", str(out),
+        "--classifier", classifier, "--out", str(out), *(["--latent"] if latent else []),
     ]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["s_over_b_sr"] == pytest_approx(0.1)
     assert summary["config"]["classifier_kind"] == classifier
+    assert summary["config"]["latent"] is latent
     assert [c["background_efficiency"] for c in summary["cuts"]] == [0.2, 0.05]
     cut = summary["cuts"][0]
     # the quoted Z is Cowan's closed form for n observed over b +- sigma_b, direct and calibrated estimate alike

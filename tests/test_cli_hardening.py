@@ -394,6 +394,7 @@ def dijets(tmp_path) -> dict[str, Path]:
         ("far", [], ["far.h5", "none of the 500 events", "m_jj range [2.8, 5) TeV", "6-"]),
         ("few", ["--folds", "2"], ["few.h5", "5 events in the signal region", "at least 40"]),
         ("bkg", ["--baselines", "idealized"], ["--reference"]),
+        ("bkg", ["--latent", "--no-cross-fit"], ["--latent", "--cross-fit"]),
     ],
 )
 def test_cathode_refuses_bad_setups_before_training(tmp_path, dijets, case, extra, expected, monkeypatch):

@@ -205,6 +205,26 @@ def test_flow_interpolates_the_condition_and_generates_background(toy_flow):
     assert x.shape == (1000, 2) and np.all((m >= 3.3) & (m < 3.7))
 
 
+def test_flow_latent_space_is_standard_normal_at_every_mass(toy_flow):
+    """Fresh toy events at two masses: in x the first feature moves with m by 2 of its widths, in the flow's
+    latent space both features are standard normal at either mass (LaCATHODE's decorrelation), and the map
+    inverts to the events."""
+    rng = np.random.default_rng(11)
+    z_by_mass = []
+    for m0 in (3.2, 3.8):
+        x = np.stack([0.2 + 0.1 * (m0 - 3.5) + 0.03 * rng.normal(size=4000), rng.beta(2, 5, 4000)], axis=1)
+        m = np.full(len(x), m0)
+        z = toy_flow.latent(x, m)
+        np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=0.12)
+        np.testing.assert_allclose(z.std(axis=0), 1.0, atol=0.12)
+        with torch.no_grad():
+            base = toy_flow.models_[0].from_base(torch.as_tensor(z, dtype=torch.float32), toy_flow._context(m))
+        back = toy_flow.scaler_.inverse(base.double().numpy())
+        np.testing.assert_allclose(back, x, atol=2e-3)
+        z_by_mass.append(z)
+    assert abs(z_by_mass[1][:, 0].mean() - z_by_mass[0][:, 0].mean()) < 0.15  # x: 0.06 / 0.03 = 2 widths apart
+
+
 def test_flow_with_an_unbounded_feature_is_normalised_beyond_its_training_range():
     """A N(0, 2^2) feature marked unbounded: the density integrates to one over a range twice as wide as the
     training sample's, is finite far outside it, and samples keep the Gaussian width."""
@@ -783,6 +803,73 @@ def test_sideband_events_are_scored_only_by_classifiers_blind_to_them():
     assert np.mean(z_all) < -2.5, z_all  # the old scoring: sidebands pass too rarely
     with pytest.raises(InputError, match="mjj"):
         cathode.score_outside(x[:10])
+
+
+class _ExactShiftFlow:
+    """The true background model of :func:`_shifted_toy`, x | m ~ N((3 (m - 3.5), 0), 1), as a density estimator
+    (its ``latent`` is the exact map to the standard normal)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def fit(self, x: np.ndarray, m: np.ndarray, *, progress: bool = False) -> _ExactShiftFlow:
+        self.models_ = ["exact"]
+        return self
+
+    @staticmethod
+    def _shift(m: np.ndarray) -> np.ndarray:
+        return np.c_[3.0 * (np.asarray(m) - 3.5), np.zeros(len(m))]
+
+    def sample(self, m: np.ndarray, *, seed: int = 0) -> np.ndarray:
+        return self._shift(m) + np.random.default_rng(seed).normal(size=(len(m), 2))
+
+    def latent(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
+        return np.asarray(x) - self._shift(m)
+
+
+def _shifted_toy(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Background whose first feature grows with m_jj by 3 widths per TeV, plus 800 signal events at 3.5 TeV
+    2.5 widths above the background mean."""
+    rng = np.random.default_rng(seed)
+    m = rng.uniform(3.0, 4.4, 24_000)
+    x = _ExactShiftFlow._shift(m) + rng.normal(size=(len(m), 2))
+    ms = rng.normal(3.5, 0.03, 800)
+    xs = np.c_[rng.normal(2.5, 0.3, 800), rng.normal(size=800)]
+    return np.r_[m, ms], np.r_[x, xs]
+
+
+@pytest.mark.parametrize("latent", [False, True])
+def test_latent_classifiers_do_not_sculpt_the_mass_spectrum(latent):
+    """A signal at large x0, a feature that grows with m_jj: a cut of classifiers on x keeps far more of the
+    upper sideband than of the lower one (it cuts on x0, i.e. on m_jj), a cut of classifiers on the flows'
+    latent space keeps both at the generated background efficiency, within binomial errors."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    window = SignalRegion(3.3, 3.7, 3.0, 4.4)
+    m, x = _shifted_toy(70)
+    cathode = Cathode(
+        window, n_flows=2, oversample=2, flow=_ExactShiftFlow,
+        classifier=lambda s: HistGradientBoostingClassifier(max_iter=60, random_state=s), n_folds=4,
+        cross_fit=True, latent=latent, seed=71,
+    ).fit(m, x)  # fmt: skip
+    out = ~window.in_sr(m)
+    scores = cathode.score_outside(x[out], m[out])
+    cut = cathode.cut(0.05, n_sr=float(cathode.sr_mask_.sum()))
+    passing = scores >= cut.threshold
+    below = m[out] < window.low
+    fractions = [passing[side].mean() for side in (below, ~below)]
+    errors = [np.sqrt(0.05 * 0.95 / side.sum()) for side in (below, ~below)]
+    if latent:
+        for f, e in zip(fractions, errors, strict=True):
+            assert abs(f - 0.05) < 4 * e, fractions
+        assert np.mean(cathode.scores_ >= cut.threshold) > 0.09  # the signal still passes (800 events on 6.9k)
+    else:
+        assert fractions[1] > 3 * fractions[0] and fractions[1] - fractions[0] > 10 * max(errors), fractions
+
+
+def test_latent_cathode_needs_cross_fitting():
+    with pytest.raises(InputError, match="cross_fit"):
+        Cathode(SignalRegion(3.3, 3.7, 3.0, 4.4), n_flows=2, latent=True)
 
 
 class _GaussianFlow:

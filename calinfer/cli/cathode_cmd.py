@@ -103,6 +103,13 @@ def _resolve(item: str) -> str:
     "and the background after a cut is estimated from the other (needs an even --n-flows).",
 )
 @click.option(
+    "--latent/--no-latent",
+    default=False,
+    show_default=True,
+    help="LaCATHODE: the classifiers see the events in the latent space of the sideband flows, where background "
+    "looks alike at every m_jj, so a cut does not sculpt the spectrum (needs --cross-fit).",
+)
+@click.option(
     "--efficiency",
     "efficiencies",
     type=float,
@@ -131,6 +138,7 @@ def cathode(
     oversample: float,
     folds: int,
     cross_fit: bool,
+    latent: bool,
     efficiencies: tuple[float, ...],
     toys: int,
     seed: int,
@@ -159,6 +167,8 @@ def cathode(
     _check_options(
         context, n_flows, cross_fit, folds, oversample, efficiencies, s_over_b, inject, chosen_baselines, reference
     )
+    if latent and not cross_fit:
+        raise click.UsageError("--latent needs --cross-fit: the flow that maps a sideband event must not have seen it")
     torch.set_num_threads(threads)
     t0 = time.time()
     window = SignalRegion(signal_region[0], signal_region[1], sidebands[0], sidebands[1])
@@ -182,6 +192,7 @@ def cathode(
             oversample=oversample,
             n_folds=folds,
             cross_fit=cross_fit,
+            latent=latent,
             flow={"epochs": flow_epochs, "bootstrap": True},
             classifier={"epochs": classifier_epochs} if classifier_kind == "mlp" else {},
             classifier_kind=classifier_kind,

@@ -13,6 +13,7 @@ from calinfer.resonant.classifier import (
 )
 from calinfer.resonant.density import DensityEstimator
 from calinfer.resonant.injection import inject_signal, n_signal_for
+from calinfer.resonant.latent import LatentClassifier
 from calinfer.resonant.methods import Anode, Cathode, CutResult, CWoLa, IdealizedAD, Supervised
 from calinfer.resonant.preprocessing import LogitScaler
 from calinfer.resonant.sampler import MassSampler, generate_background
@@ -33,6 +34,7 @@ __all__ = [
     "EnsembleMLP",
     "IdealizedAD",
     "KFoldScores",
+    "LatentClassifier",
     "LogitScaler",
     "MassSampler",
     "SignalRegion",

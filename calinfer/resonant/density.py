@@ -6,7 +6,8 @@ log-Jacobian is added, so :meth:`DensityEstimator.log_prob` is a density in the 
 units) and the condition ``m_jj`` is standardised. As in CATHODE, the models of the
 ``n_best_epochs`` epochs with the lowest validation loss are kept; the estimator is their
 equal-weight mixture: :meth:`~DensityEstimator.sample` draws from each in equal shares and
-:meth:`~DensityEstimator.log_prob` is the log of the mean density.
+:meth:`~DensityEstimator.log_prob` is the log of the mean density; :meth:`~DensityEstimator.latent` maps
+events to the base space of the best of them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ __all__ = ["DensityEstimator"]
 
 
 class DensityEstimator:
-    """Spline flow for p(x | m), scikit-learn style (``fit``, ``log_prob``, ``sample``).
+    """Spline flow for p(x | m), scikit-learn style (``fit``, ``log_prob``, ``sample``, ``latent``).
 
     Parameters: ``n_blocks`` autoregressive RQ-spline blocks (``n_res_blocks`` residual blocks of
     ``hidden`` units, ``n_bins`` bins on ``[-tail_bound, tail_bound]``) separated by permutations;
@@ -200,6 +201,23 @@ class DensityEstimator:
                     )
         mix = np.logaddexp.reduce(out, axis=0) - np.log(len(models))
         return np.where(self.scaler_.in_bounds(x), mix + logdet, -np.inf)
+
+    def latent(self, x: np.ndarray, m: np.ndarray, *, batch_size: int = 65536) -> np.ndarray:
+        """Base-space coordinates ``z`` (N, D) of the events under the best-validation-epoch model.
+
+        Where the flow describes the data, ``z`` is standard normal at every ``m``: a function of ``z`` does
+        not depend on ``m`` (the latent space of LaCATHODE, arXiv:2210.14924). Features outside the
+        preprocessing bounds are clipped to them first.
+        """
+        model = self._fitted()[0]
+        x, m = self._check_xm(x, m)
+        zt = torch.as_tensor(self.scaler_.transform(x)[0], dtype=torch.float32)
+        c = self._context(m)
+        with torch.no_grad():
+            out = [
+                model.to_base(zt[i : i + batch_size], c[i : i + batch_size])[0] for i in range(0, len(x), batch_size)
+            ]
+        return torch.cat(out).double().numpy() if out else np.empty((0, self.n_features_))
 
     def sample(self, m: np.ndarray, *, seed: int | np.random.Generator = 0, batch_size: int = 65536) -> np.ndarray:
         """One sample of x for each mass in ``m`` (N,), drawn from the kept epochs in equal shares."""

@@ -12,6 +12,8 @@ or k-fold density estimation for ANODE), so no event is scored by a model traine
   Every score is then the fold classifier's tail probability on that other group's generated events, and
   events outside the signal region (sidebands) are scored only by classifiers whose generated reference
   came from flows that never saw them.
+  With ``latent=True`` (LaCATHODE) the classifiers see the events in the base space of the sideband flows,
+  where background is alike at every m_jj, so a cut keeps the m_jj spectrum's shape.
 * :class:`IdealizedAD`: the same classifier against a sample of true background in the signal region.
 * :class:`CWoLa`: signal-region data against sideband data (classification without labels).
 * :class:`Anode`: the density ratio ``log p_data(x|m) - log p_bkg(x|m)`` with a second flow on signal-region data.
@@ -32,6 +34,7 @@ import pandas as pd
 from calinfer.errors import InputError, ModelError
 from calinfer.resonant.classifier import EnsembleMLP, crossfit_scores, kfold_scores
 from calinfer.resonant.density import DensityEstimator
+from calinfer.resonant.latent import LatentClassifier
 from calinfer.resonant.sampler import MassSampler
 from calinfer.resonant.significance import BackgroundEstimate, background_after_cut
 from calinfer.resonant.windows import SignalRegion
@@ -168,6 +171,12 @@ class Cathode(_ClassifierMethod):
 
     Every flow the ``Cathode`` trains records ``trained_on_`` (hashes of its training events); a flow passed
     to :meth:`fit` without that record is taken to have seen every sideband event.
+
+    ``latent`` (LaCATHODE, arXiv:2210.14924; needs ``cross_fit``): every classifier sees the events in the base
+    space of a flow of the group it trains against (flow ``g`` for group ``g``, see
+    :class:`~calinfer.resonant.latent.LatentClassifier`) instead of ``x``: signal-region data, generated events
+    and sideband events alike. Background maps to the same standard normal at every m_jj, so a cut does not
+    sculpt the m_jj spectrum; the flow of a classifier's group never saw the sideband events it scores.
     """
 
     def __init__(
@@ -180,6 +189,7 @@ class Cathode(_ClassifierMethod):
         classifier: ClassifierFactory = default_classifier,
         n_folds: int = 5,
         cross_fit: bool = False,
+        latent: bool = False,
         seed: int = 0,
         progress: bool = False,
         executor: Any | None = None,
@@ -187,6 +197,9 @@ class Cathode(_ClassifierMethod):
         super().__init__(window, classifier=classifier, n_folds=n_folds, seed=seed, executor=executor)
         if cross_fit and (n_flows < 2 or n_flows % 2):
             raise InputError(f"cross_fit needs an even number of flows (>= 2), got n_flows = {n_flows}")
+        if latent and not cross_fit:
+            raise InputError("latent needs cross_fit: the flow that maps a sideband event must never have seen it")
+        self.latent = latent
         self.n_flows = n_flows
         self.oversample = oversample
         self.flow = flow if flow is not None else default_flow
@@ -232,21 +245,23 @@ class Cathode(_ClassifierMethod):
             self.fit_flows(mjj, x)
         self.masses_ = MassSampler(self.window.low, self.window.high).fit(mjj[sr])
         n_gen = round(self.oversample * sr.sum())
-        gen_x, member = [], []
+        gen_x, gen_m, member = [], [], []
         for i, f in enumerate(self.flows_):
             m = self.masses_.sample(n_gen, seed=seeds[self.n_flows + i])
             gen_x.append(f.sample(m, seed=seeds[self.n_flows + i] + 1))
+            gen_m.append(m)
             member.append(np.full(n_gen, i))
         self.reference_x_ = np.concatenate(gen_x)
+        self.reference_m_ = np.concatenate(gen_m)
         self.reference_member_ = np.concatenate(member)
         self.sr_mask_ = sr
         fold_seeds = _seeds(seeds[-1], self.n_folds)
         options = {"n_folds": self.n_folds, "seed": seeds[-2], "progress": self.progress, "executor": self.executor}
         if self.cross_fit:
             res = crossfit_scores(
-                lambda k: self.classifier(fold_seeds[k]),
-                x[sr],
-                self.reference_x_,
+                self._fold_classifier(fold_seeds),
+                self._inputs(x[sr], mjj[sr]),
+                self._inputs(self.reference_x_, self.reference_m_),
                 self.reference_member_ % 2,
                 **options,
             )
@@ -269,6 +284,16 @@ class Cathode(_ClassifierMethod):
             self.scores_ = res.scores_data
         self.sideband_checks_ = self._sideband_checks(seeds[-1])
         return self
+
+    def _fold_classifier(self, fold_seeds: list[int]) -> Callable[[int], object]:
+        """Fold classifier ``k`` (group ``k % 2``); with ``latent`` on the base space of flow ``k % 2``."""
+        if self.latent:
+            return lambda k: LatentClassifier(self.classifier(fold_seeds[k]), self.flows_[k % 2])
+        return lambda k: self.classifier(fold_seeds[k])
+
+    def _inputs(self, x: np.ndarray, mjj: np.ndarray) -> np.ndarray:
+        """What the classifiers see of events ``(mjj, x)``: ``x``, with ``latent`` ``x`` and m_jj as last column."""
+        return np.c_[np.asarray(x, dtype=np.float64), mjj] if self.latent else np.asarray(x, dtype=np.float64)
 
     def _tail(self, k: int, raw: np.ndarray) -> np.ndarray:
         """Fold classifier ``k``'s tail probability: the fraction of the generated events it scored (the other
@@ -303,9 +328,11 @@ class Cathode(_ClassifierMethod):
             x_held, m_held = getattr(f, "held_out_x_", None), getattr(f, "held_out_m_", None)
             if x_held is None or len(x_held) == 0:
                 return None
-            gen = f.sample(np.repeat(m_held, max(1, round(self.oversample))), seed=seed + i)
+            m_gen = np.repeat(m_held, max(1, round(self.oversample)))
+            gen = f.sample(m_gen, seed=seed + i)
             if self.cross_fit:
-                scored = [self._score_by(v, self._by_group(len(v), 1 - i % 2), seed + i) for v in (x_held, gen)]
+                pairs = (self._inputs(x_held, m_held), self._inputs(gen, m_gen))
+                scored = [self._score_by(v, self._by_group(len(v), 1 - i % 2), seed + i) for v in pairs]
             else:
                 scored = [self.kfold_.score_unseen(v, seed=seed + i) for v in (x_held, gen)]
             checks.append((scored[0], scored[1]))
@@ -347,7 +374,7 @@ class Cathode(_ClassifierMethod):
             return self.kfold_.score_unseen(x, seed=self.seed)
         free = ~seen
         free[everywhere | (not blind)] = True
-        return self._score_by(x, free[:, self.kfold_.fold_group], self.seed)
+        return self._score_by(self._inputs(x, mjj), free[:, self.kfold_.fold_group], self.seed)
 
     def cut(self, background_efficiency: float, n_sr: float, n_sr_sigma: float = 0.0) -> CutResult:
         """Cut keeping ``background_efficiency`` of the generated background; estimate B and count the data.

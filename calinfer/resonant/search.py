@@ -68,6 +68,7 @@ class SearchConfig:
     oversample: float = 4.0
     n_folds: int = 5
     cross_fit: bool = True
+    latent: bool = False
     flow: dict = field(default_factory=lambda: {"bootstrap": True})
     classifier: dict = field(default_factory=dict)
     classifier_kind: str = "mlp"
@@ -148,7 +149,7 @@ def run_search(
     clf = partial(_configured, CLASSIFIERS[cfg.classifier_kind], cfg.classifier)
     cathode = Cathode(
         window, n_flows=cfg.n_flows, oversample=cfg.oversample, flow=flow, classifier=clf, n_folds=cfg.n_folds,
-        cross_fit=cfg.cross_fit, seed=cfg.seed, progress=progress, executor=executor,
+        cross_fit=cfg.cross_fit, latent=cfg.latent, seed=cfg.seed, progress=progress, executor=executor,
     ).fit(mjj, x)  # fmt: skip
     sr = cathode.sr_mask_
     all_scores = np.empty(len(mjj))
