@@ -29,7 +29,8 @@ pool that only trains the supervised classifier. Signal region 3.3-3.7 TeV, side
    fraction of the sideband events: about 2e-4 at S/B = 0.6%). CATHODE's background estimate and
    Cowan's significance are computed at each injection for ``--efficiencies``, with and without the
    ensemble term.
-2. Closure. All background (search data and reference) is split into ``--closure-splits`` disjoint
+2. Closure. All background (search data and reference; the data alone when ``--reference`` names the same
+   sample, e.g. a second background sample given as both) is split into ``--closure-splits`` disjoint
    parts; on each part and each closure window CATHODE runs with its own flows, and for each cut the pull
    ``(n_observed - B) / sqrt(B + sigma_B^2)`` of the background estimate (sideband-fit normalisation x
    generated pass fraction, uncertainties from the fit, the generated statistics and the ensemble
@@ -418,6 +419,12 @@ def summarize(cfg: StudyConfig, scan: list[dict], closure: list[dict]) -> dict:
             if all(key in c for c in cuts):  # sideband pass fraction / signal-region pass fraction - 1
                 rel = [_sideband_fraction(c[key]) / c["signal_region_pass_fraction"] - 1 for c in cuts]
                 pulls[f"{eff:g}"][f"sideband_over_sr_{name}"] = _mean_and_width(rel)
+        if all("sideband_pass_fractions" in c for c in cuts):  # sculpting: upper against lower sideband
+            bands = [c["sideband_pass_fractions"] for c in cuts]
+            pulls[f"{eff:g}"]["sideband_high_over_low"] = _mean_and_width(
+                [b["high"]["fraction"] / b["low"]["fraction"] - 1 for b in bands]
+            )
+            pulls[f"{eff:g}"]["sideband_high_minus_low_z"] = _mean_and_width([b["z_difference"] for b in bands])
         bump = np.array([c.get("bump_hunt_pull", np.nan) for c in cuts])
         if np.all(np.isfinite(bump)):
             pulls[f"{eff:g}"]["bump_hunt_after_cut"] = _mean_and_width(bump)
@@ -499,12 +506,16 @@ def _table(cfg: StudyConfig, summary: dict, wall: float) -> str:
         "Sideband / signal-region pass fraction - 1 (mean ± error), sidebands scored by the classifiers blind to "
         "them / by all fold classifiers:",
         "",
-        "| eps_B | blind | all classifiers |",
-        "|---|---|---|",
+        "| eps_B | blind | all classifiers | upper / lower sideband - 1 (sculpting) | its z, mean / width |",
+        "|---|---|---|---|---|",
     ]
     for eff, p in summary["closure"]["pulls"].items():
         if "sideband_over_sr_blind" in p:
-            lines.append(f"| {eff} | {_percent(p['sideband_over_sr_blind'])} | {_percent(p['sideband_over_sr_all'])} |")
+            hl, z = p["sideband_high_over_low"], p["sideband_high_minus_low_z"]
+            lines.append(
+                f"| {eff} | {_percent(p['sideband_over_sr_blind'])} | {_percent(p['sideband_over_sr_all'])} "
+                f"| {_percent(hl)} | {z['mean']:.2f} / {z['std'] if z['std'] is None else round(z['std'], 2)} |"
+            )
     fit = summary["closure"]["sideband_fit_pulls_before_cut"]
     lines += ["", f"Sideband-fit pulls before the cut: {', '.join(f'{v:.2f}' for v in fit)}", ""]
     lines += [f"Wall time: {wall:.0f} s", ""]
@@ -624,8 +635,11 @@ def _prepare(cfg: StudyConfig) -> tuple[dict, dict]:
         "n_signal_supervised_sr": int(sup_sr.sum()),
         "features": list(features) + [f"noise_{j}" for j in range(cfg.noise_features)],
     }
-    # closure: all background, disjoint parts
-    m_all, x_all = np.r_[m_b, m_r], np.concatenate([x_b, x_r])
+    # closure: all background (data and reference, the data alone when both name one sample), disjoint parts
+    if cfg.reference == cfg.data:
+        m_all, x_all = m_b, x_b
+    else:
+        m_all, x_all = np.r_[m_b, m_r], np.concatenate([x_b, x_r])
     part = np.random.default_rng(54321).permutation(len(m_all)) % max(cfg.closure_splits, 1)
     arrays["closure_parts"] = [(m_all[part == j], x_all[part == j]) for j in range(cfg.closure_splits)]
     info["closure_part_events"] = [int(np.sum(part == j)) for j in range(cfg.closure_splits)]
@@ -698,7 +712,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes (seeds / closure parts)")
     parser.add_argument("--data", help="background of the search data (embedded set name or LHCO file)")
-    parser.add_argument("--reference", help="independent background (set name or file)")
+    parser.add_argument(
+        "--reference",
+        help="independent background (set name or file); the same as --data: the closure splits the data alone",
+    )
     parser.add_argument("--signal", help="signal sample (set name or file)")
     args = parser.parse_args(argv)
 
