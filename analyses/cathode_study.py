@@ -434,6 +434,15 @@ def summarize(cfg: StudyConfig, scan: list[dict], closure: list[dict]) -> dict:
         for c in closure
     ]
     out["closure"] = {"pulls": pulls, "sideband_fit_pulls_before_cut": [float(v) for v in fit_pulls]}
+    every_cut = [cut for c in closure for cut in c["cuts"]]
+    z = {"direct": [cut["significance"] for cut in every_cut]}
+    if all(cut.get("calibrated") for cut in every_cut):
+        z["calibrated"] = [cut["calibrated"]["significance"] for cut in every_cut]
+    out["closure"]["largest_z"] = {  # what a background-only search would have reported at worst
+        k: {"max": float(np.max(v)), "n_above_2": int(np.sum(np.asarray(v) > 2)), "n_cuts": len(v)}
+        for k, v in z.items()
+        if v
+    }
     return out
 
 
@@ -518,6 +527,11 @@ def _table(cfg: StudyConfig, summary: dict, wall: float) -> str:
             )
     fit = summary["closure"]["sideband_fit_pulls_before_cut"]
     lines += ["", f"Sideband-fit pulls before the cut: {', '.join(f'{v:.2f}' for v in fit)}", ""]
+    for name, z in summary["closure"].get("largest_z", {}).items():
+        lines.append(
+            f"Largest Z of the {name} estimate over the {z['n_cuts']} cuts: {z['max']:.2f} ({z['n_above_2']} above 2)"
+        )
+    lines.append("")
     lines += [f"Wall time: {wall:.0f} s", ""]
     return "\n".join(lines)
 
