@@ -107,7 +107,8 @@ def _resolve(item: str) -> str:
     default=False,
     show_default=True,
     help="LaCATHODE: the classifiers see the events in the latent space of the sideband flows, where background "
-    "looks alike at every m_jj, so a cut does not sculpt the spectrum (needs --cross-fit).",
+    "looks alike at every m_jj, so a cut cannot select m_jj through mass-correlated features; it finds less "
+    "signal and the flows' own errors can still sculpt (see README) (needs --cross-fit).",
 )
 @click.option(
     "--efficiency",
@@ -165,10 +166,9 @@ def cathode(
     context = click.get_current_context()
     chosen_baselines = tuple(b.strip() for b in baselines.split(",") if b.strip())
     _check_options(
-        context, n_flows, cross_fit, folds, oversample, efficiencies, s_over_b, inject, chosen_baselines, reference
-    )
-    if latent and not cross_fit:
-        raise click.UsageError("--latent needs --cross-fit: the flow that maps a sideband event must not have seen it")
+        context, n_flows, cross_fit, latent, folds, oversample, efficiencies, s_over_b, inject, chosen_baselines,
+        reference,
+    )  # fmt: skip
     torch.set_num_threads(threads)
     t0 = time.time()
     window = SignalRegion(signal_region[0], signal_region[1], sidebands[0], sidebands[1])
@@ -210,6 +210,7 @@ def _check_options(
     context: click.Context,
     n_flows: int,
     cross_fit: bool,
+    latent: bool,
     folds: int,
     oversample: float,
     efficiencies: tuple[float, ...],
@@ -229,6 +230,8 @@ def _check_options(
             "use an even --n-flows or --no-cross-fit",
             param_hint="--n-flows",
         )
+    if latent and not cross_fit:
+        raise click.UsageError("--latent needs --cross-fit: the flow that maps a sideband event must not have seen it")
     if folds < 2:
         raise click.BadParameter(f"k-fold scoring needs k >= 2, got {folds}", param_hint="--folds")
     if not oversample > 0:

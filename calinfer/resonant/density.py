@@ -191,12 +191,11 @@ class DensityEstimator:
         w = counts[which].astype(np.float64) ** -float(self.flatten_mass)
         return w / w.mean()
 
-    def _nll(self, model, z: torch.Tensor, c: torch.Tensor, w: torch.Tensor | None = None, batch: int = 65536) -> float:
+    def _nll(self, model, z: torch.Tensor, c: torch.Tensor, w: torch.Tensor, batch: int = 65536) -> float:
+        """Weighted mean negative log-likelihood (weights ``w``, see :meth:`_mass_weights`)."""
         model.eval()
         with torch.no_grad():
             lp = torch.cat([model.log_prob(z[i : i + batch], c[i : i + batch]) for i in range(0, len(z), batch)])
-        if w is None:
-            return float(-lp.mean())
         return float(-(w * lp).sum() / w.sum())
 
     def _fitted(self) -> list:

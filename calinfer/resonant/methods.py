@@ -13,7 +13,7 @@ or k-fold density estimation for ANODE), so no event is scored by a model traine
   events outside the signal region (sidebands) are scored only by classifiers whose generated reference
   came from flows that never saw them.
   With ``latent=True`` (LaCATHODE) the classifiers see the events in the base space of the sideband flows,
-  where background is alike at every m_jj, so a cut keeps the m_jj spectrum's shape.
+  where background is alike at every m_jj wherever the flows are right.
 * :class:`IdealizedAD`: the same classifier against a sample of true background in the signal region.
 * :class:`CWoLa`: signal-region data against sideband data (classification without labels).
 * :class:`Anode`: the density ratio ``log p_data(x|m) - log p_bkg(x|m)`` with a second flow on signal-region data.
@@ -175,8 +175,9 @@ class Cathode(_ClassifierMethod):
     ``latent`` (LaCATHODE, arXiv:2210.14924; needs ``cross_fit``): every classifier sees the events in the base
     space of a flow of the group it trains against (flow ``g`` for group ``g``, see
     :class:`~calinfer.resonant.latent.LatentClassifier`) instead of ``x``: signal-region data, generated events
-    and sideband events alike. Background maps to the same standard normal at every m_jj, so a cut does not
-    sculpt the m_jj spectrum; the flow of a classifier's group never saw the sideband events it scores.
+    and sideband events alike. Background maps to the same standard normal at every m_jj where the flow is
+    right, so a cut cannot select m_jj through features that grow with it (the flow's own m_jj-dependent errors
+    it can still select); the flow of a classifier's group never saw the sideband events it scores.
     """
 
     def __init__(
