@@ -35,9 +35,10 @@ pool that only trains the supervised classifier. Signal region 3.3-3.7 TeV, side
    ``(n_observed - B) / sqrt(B + sigma_B^2)`` of the background estimate (sideband-fit normalisation x
    generated pass fraction, uncertainties from the fit, the generated statistics and the ensemble
    spread) is recorded, and the same for the estimate calibrated on held-out sideband events
-   (``Cathode.cut``). Independent parts give independent pulls: mean ~0 and width ~1 when
-   the estimate closes. ``n / (N_SR eps) - 1`` (true signal-region count) isolates the generated pass
-   fraction from the sideband-fit normalisation.
+   (``Cathode.cut``: the data / generated ratio in each sideband, interpolated in m_jj to the signal region)
+   and, as an ablation, for the ratio pooled over both sidebands. Independent parts give independent
+   pulls: mean ~0 and width ~1 when the estimate closes. ``n / (N_SR eps) - 1`` (true signal-region count)
+   isolates the generated pass fraction from the sideband-fit normalisation.
 
 Outputs in ``--out-dir`` (each written atomically): ``results.json`` (settings, data counts, every record,
 the medians and spreads, the closure pulls, the wall times), ``table.md``, ``sic_vs_injection.png``,
@@ -208,6 +209,11 @@ def _estimates(
         entry["pull_without_ensemble"] = float(pull(cut.n_observed, est.b, est.sigma_without_ensemble))
         if cut.calibrated is not None:
             entry["pull_calibrated"] = float(pull(cut.n_observed, cut.calibrated.b, cut.calibrated.sigma))
+        pooled = cathode.cut(eff, before.b, before.sigma_b, calibration="pooled").calibrated
+        if pooled is not None:  # ablation: one data / generated ratio over both sidebands
+            z_pooled = pooled.significance(cut.n_observed)
+            entry["pooled"] = {"b": pooled.b, "sigma": pooled.sigma, "significance": z_pooled}
+            entry["pull_pooled"] = float(pull(cut.n_observed, pooled.b, pooled.sigma))
         if x is not None:
             passing = scores >= cut.threshold
             after = bump_hunt(edges, np.histogram(m[passing], edges)[0], window)
@@ -410,11 +416,12 @@ def summarize(cfg: StudyConfig, scan: list[dict], closure: list[dict]) -> dict:
                 [c["cuts"][i]["n_observed"] / (c["n_signal_region"] * eff) - 1 for c in closure]
             ),
         }
-        if all("pull_calibrated" in c for c in cuts):
-            pulls[f"{eff:g}"]["calibrated"] = {
-                **_mean_and_width([c["pull_calibrated"] for c in cuts]),
-                "relative_excess": _mean_and_width([c["n_observed"] / c["calibrated"]["b"] - 1 for c in cuts]),
-            }
+        for name in ("calibrated", "pooled"):
+            if all(f"pull_{name}" in c for c in cuts):
+                pulls[f"{eff:g}"][name] = {
+                    **_mean_and_width([c[f"pull_{name}"] for c in cuts]),
+                    "relative_excess": _mean_and_width([c["n_observed"] / c[name]["b"] - 1 for c in cuts]),
+                }
         for key, name in (("sideband_pass_fractions", "blind"), ("sideband_pass_fractions_all_classifiers", "all")):
             if all(key in c for c in cuts):  # sideband pass fraction / signal-region pass fraction - 1
                 rel = [_sideband_fraction(c[key]) / c["signal_region_pass_fraction"] - 1 for c in cuts]
@@ -436,8 +443,9 @@ def summarize(cfg: StudyConfig, scan: list[dict], closure: list[dict]) -> dict:
     out["closure"] = {"pulls": pulls, "sideband_fit_pulls_before_cut": [float(v) for v in fit_pulls]}
     every_cut = [cut for c in closure for cut in c["cuts"]]
     z = {"direct": [cut["significance"] for cut in every_cut]}
-    if all(cut.get("calibrated") for cut in every_cut):
-        z["calibrated"] = [cut["calibrated"]["significance"] for cut in every_cut]
+    for name in ("calibrated", "pooled"):
+        if all(cut.get(name) for cut in every_cut):
+            z[name] = [cut[name]["significance"] for cut in every_cut]
     out["closure"]["largest_z"] = {  # what a background-only search would have reported at worst
         k: {"max": float(np.max(v)), "n_above_2": int(np.sum(np.asarray(v) > 2)), "n_cuts": len(v)}
         for k, v in z.items()
@@ -490,9 +498,10 @@ def _table(cfg: StudyConfig, summary: dict, wall: float) -> str:
     lines += ["", "Background-only closure (pull = (n - B) / sqrt(B + sigma_B^2) over disjoint parts x windows):", ""]
     lines += [
         "| eps_B | n | mean | width | mean / width without ensemble term | bump hunt after the cut: mean / width "
-        "| calibrated on held-out sidebands: mean / width | n / B - 1 (mean): direct / calibrated "
+        "| calibrated on held-out sidebands (interpolated to the SR): mean / width "
+        "| pooled calibration (both sidebands): mean / width | n / B - 1 (mean): direct / calibrated / pooled "
         "| n / (N_SR eps) - 1 (pass fraction only) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for eff, p in summary["closure"]["pulls"].items():
         std = f"{p['std']:.2f}" if p["std"] is not None else "-"
@@ -500,14 +509,15 @@ def _table(cfg: StudyConfig, summary: dict, wall: float) -> str:
         err = f" ± {p['mean_error']:.2f}" if p["mean_error"] is not None else ""
         bump = p.get("bump_hunt_after_cut")
         bump_cell = f"{bump['mean']:.2f} / {bump['std']:.2f}" if bump and bump["std"] is not None else "-"
-        cal = p.get("calibrated")
-        cal_cell, cal_excess = "-", "-"
-        if cal and cal["std"] is not None:
-            cal_cell = f"{cal['mean']:.2f} ± {cal['mean_error']:.2f} / {cal['std']:.2f}"
-            cal_excess = _percent(cal["relative_excess"])
+        cal_cells, cal_excess = [], []
+        for name in ("calibrated", "pooled"):
+            cal = p.get(name)
+            ok = cal and cal["std"] is not None
+            cal_cells.append(f"{cal['mean']:.2f} ± {cal['mean_error']:.2f} / {cal['std']:.2f}" if ok else "-")
+            cal_excess.append(_percent(cal["relative_excess"]) if ok else "-")
         lines.append(
             f"| {eff} | {p['n']} | {p['mean']:.2f}{err} | {std} | {p['mean_without_ensemble']:.2f} / {std_ne} "
-            f"| {bump_cell} | {cal_cell} | {_percent(p['relative_excess'])} / {cal_excess} "
+            f"| {bump_cell} | {' | '.join(cal_cells)} | {' / '.join([_percent(p['relative_excess']), *cal_excess])} "
             f"| {_percent(p['pass_fraction_excess'])} |"
         )
     lines += [

@@ -14,13 +14,14 @@ from calinfer.resonant.classifier import (
 from calinfer.resonant.density import DensityEstimator
 from calinfer.resonant.injection import inject_signal, n_signal_for
 from calinfer.resonant.latent import LatentClassifier
-from calinfer.resonant.methods import Anode, Cathode, CutResult, CWoLa, IdealizedAD, Supervised
+from calinfer.resonant.methods import CALIBRATIONS, Anode, Cathode, CutResult, CWoLa, IdealizedAD, Supervised
 from calinfer.resonant.preprocessing import LogitScaler
 from calinfer.resonant.sampler import MassSampler, generate_background
 from calinfer.resonant.significance import BackgroundEstimate, background_after_cut, cowan_significance, pull
 from calinfer.resonant.windows import SignalRegion, sliding_windows
 
 __all__ = [
+    "CALIBRATIONS",
     "Anode",
     "BackgroundEstimate",
     "BoostedTreeEnsemble",

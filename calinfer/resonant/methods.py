@@ -39,9 +39,10 @@ from calinfer.resonant.sampler import MassSampler
 from calinfer.resonant.significance import BackgroundEstimate, background_after_cut
 from calinfer.resonant.windows import SignalRegion
 
-__all__ = ["Anode", "CWoLa", "Cathode", "CutResult", "IdealizedAD", "Supervised"]
+__all__ = ["CALIBRATIONS", "Anode", "CWoLa", "Cathode", "CutResult", "IdealizedAD", "Supervised"]
 
 ClassifierFactory = Callable[[int], object]
+CALIBRATIONS = ("interpolated", "pooled")  # how the sideband data / generated ratios reach the signal region
 
 
 def default_classifier(seed: int) -> EnsembleMLP:
@@ -94,13 +95,14 @@ def _crossfit_pick(scores_reference: np.ndarray, seed: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CutResult:
-    """A cut on the CATHODE score and its background estimate."""
+    """A cut on the CATHODE score and its background estimate (``calibration``: how ``calibrated`` was made)."""
 
     threshold: float
     background_efficiency: float
     n_observed: int
     estimate: BackgroundEstimate
     calibrated: BackgroundEstimate | None = None
+    calibration: str = "interpolated"
 
     @property
     def significance(self) -> float:
@@ -118,6 +120,7 @@ class CutResult:
         if self.calibrated is not None:
             out["calibrated"] = {
                 **self.calibrated.to_dict(),
+                "method": self.calibration,
                 "significance": self.calibrated.significance(self.n_observed),
             }
         return out
@@ -245,6 +248,7 @@ class Cathode(_ClassifierMethod):
         else:
             self.fit_flows(mjj, x)
         self.masses_ = MassSampler(self.window.low, self.window.high).fit(mjj[sr])
+        self.sr_mean_mass_ = float(mjj[sr].mean())
         n_gen = round(self.oversample * sr.sum())
         gen_x, gen_m, member = [], [], []
         for i, f in enumerate(self.flows_):
@@ -319,8 +323,9 @@ class Cathode(_ClassifierMethod):
         return np.broadcast_to(self.kfold_.fold_group == group, (n, self.n_folds))
 
     def _sideband_checks(self, seed: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
-        """Per flow: scores of the sideband events it never trained on and of events it generated at their
-        masses (``oversample`` per event). ``None`` when a flow does not record its held-out events.
+        """Per flow: scores of the sideband events it never trained on, of events it generated at their
+        masses (``oversample`` per event), and both sets' masses. ``None`` when a flow does not record its
+        held-out events.
 
         With cross fitting both are scored by the classifiers whose background estimate uses the flow (those
         trained against the other group): neither they nor the flows they trained against saw these events."""
@@ -336,7 +341,7 @@ class Cathode(_ClassifierMethod):
                 scored = [self._score_by(v, self._by_group(len(v), 1 - i % 2), seed + i) for v in pairs]
             else:
                 scored = [self.kfold_.score_unseen(v, seed=seed + i) for v in (x_held, gen)]
-            checks.append((scored[0], scored[1]))
+            checks.append((scored[0], scored[1], np.asarray(m_held, dtype=np.float64), m_gen))
         keys = [_event_keys(f.held_out_m_, f.held_out_x_) for f in self.flows_]
         self.held_out_overlap_ = np.array(
             [[np.isin(ki, kj).sum() / np.sqrt(len(ki) * len(kj)) for kj in keys] for ki in keys]
@@ -377,19 +382,30 @@ class Cathode(_ClassifierMethod):
         free[everywhere | (not blind)] = True
         return self._score_by(self._inputs(x, mjj), free[:, self.kfold_.fold_group], self.seed)
 
-    def cut(self, background_efficiency: float, n_sr: float, n_sr_sigma: float = 0.0) -> CutResult:
+    def cut(
+        self,
+        background_efficiency: float,
+        n_sr: float,
+        n_sr_sigma: float = 0.0,
+        *,
+        calibration: str = "interpolated",
+    ) -> CutResult:
         """Cut keeping ``background_efficiency`` of the generated background; estimate B and count the data.
 
         ``n_sr +- n_sr_sigma``: expected background in the signal region before the cut (e.g. from
         :func:`~calinfer.resonant.bumphunt.bump_hunt` on the uncut spectrum). ``CutResult.estimate`` takes
         the generated pass fractions as they are; ``CutResult.calibrated`` scales each flow's by the ratio
-        of data to generated pass fractions on the sideband events that flow never trained on.
+        of data to generated pass fractions on the sideband events that flow never trained on, taken at the
+        signal region (``calibration="interpolated"``: linear in m_jj between the two sidebands) or over
+        both sidebands together (``"pooled"``).
         """
         scores = self._scored()
         if not 0 < background_efficiency <= 1:
             raise InputError(f"background_efficiency must be in (0, 1], got {background_efficiency}")
+        if calibration not in CALIBRATIONS:
+            raise InputError(f"unknown calibration {calibration!r}; known: {list(CALIBRATIONS)}")
         if self.cross_fit:
-            return self._crossfit_cut(background_efficiency, n_sr, n_sr_sigma)
+            return self._crossfit_cut(background_efficiency, n_sr, n_sr_sigma, calibration)
         threshold = float(np.quantile(self.reference_scores_, 1 - background_efficiency))
         passing = self.reference_scores_ >= threshold
         fractions = [passing[self.reference_member_ == i].mean() for i in range(self.n_flows)]
@@ -400,10 +416,13 @@ class Cathode(_ClassifierMethod):
             background_efficiency,
             int(np.sum(scores >= threshold)),
             estimate,
-            self._calibrated(threshold, fractions, sizes, n_sr, n_sr_sigma),
+            self._calibrated(threshold, fractions, sizes, n_sr, n_sr_sigma, calibration),
+            calibration,
         )
 
-    def _crossfit_cut(self, background_efficiency: float, n_sr: float, n_sr_sigma: float) -> CutResult:
+    def _crossfit_cut(
+        self, background_efficiency: float, n_sr: float, n_sr_sigma: float, calibration: str
+    ) -> CutResult:
         """The cut with cross-fitted scores.
 
         Fold classifier ``k`` scores the share ``w_k`` of the signal-region data; the threshold (on the tail
@@ -428,7 +447,7 @@ class Cathode(_ClassifierMethod):
         reached = np.searchsorted(np.cumsum(w_all[order]), background_efficiency * w_all.sum())
         threshold = float(s_all[order[min(reached, len(order) - 1)]])
         member = self.reference_member_
-        ratios = self._sideband_ratios(threshold)
+        ratios = self._sideband_ratios(threshold, calibration)
         fractions, sizes, k_rep, k_sigma = [], [], [], []
         for r in range(self.n_flows // 2):
             f, f_cal, share = 0.0, 0.0, np.zeros(self.n_flows)
@@ -459,27 +478,46 @@ class Cathode(_ClassifierMethod):
                 calibration_correlation=correlation,
             )
         n_observed = int(np.sum(self._scored() >= threshold))
-        return CutResult(threshold, background_efficiency, n_observed, estimate, calibrated)
+        return CutResult(threshold, background_efficiency, n_observed, estimate, calibrated, calibration)
 
-    def _sideband_ratios(self, threshold: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """Per flow: data / generated pass fraction on its held-out sideband events, and its binomial error;
-        ``None`` without held-out events or when none of them pass."""
+    def _sideband_ratios(self, threshold: float, calibration: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per flow: data / generated pass fraction on its held-out sideband events at the signal region, and
+        its binomial error; ``None`` without held-out events or when none of them pass (in a sideband).
+
+        ``"pooled"``: the ratio on both sidebands together, dominated by the populous lower one of a falling
+        spectrum. ``"interpolated"``: the ratio in each sideband, ``c_lo`` and ``c_hi``, interpolated linearly
+        in m_jj from the sidebands' mean masses to the signal region's, ``(1 - t) c_lo + t c_hi`` with
+        ``t = (m_SR - m_lo) / (m_hi - m_lo)``: a flow whose error changes with m_jj is corrected for the
+        error it makes in the signal region, not for its average error."""
         if not self.sideband_checks_:
             return None
         k, k_sigma = [], []
-        for data, gen in self.sideband_checks_:
-            d, g = np.mean(data >= threshold), np.mean(gen >= threshold)
-            if d == 0 or g == 0:
-                return None
-            k.append(d / g)
-            k_sigma.append(d / g * np.sqrt((1 - d) / (d * len(data)) + (1 - g) / (g * len(gen))))
+        for data, gen, m_data, m_gen in self.sideband_checks_:
+            if calibration == "pooled":
+                parts = [(1.0, data, gen)]
+            else:
+                low_data, low_gen = m_data < self.window.low, m_gen < self.window.low
+                if low_data.all() or not low_data.any():
+                    return None
+                m_lo, m_hi = m_data[low_data].mean(), m_data[~low_data].mean()
+                t_sr = (self.sr_mean_mass_ - m_lo) / (m_hi - m_lo)
+                parts = [(1 - t_sr, data[low_data], gen[low_gen]), (t_sr, data[~low_data], gen[~low_gen])]
+            ratio, variance = 0.0, 0.0
+            for weight, d_scores, g_scores in parts:
+                d, g = np.mean(d_scores >= threshold), np.mean(g_scores >= threshold)
+                if d == 0 or g == 0:
+                    return None
+                ratio += weight * d / g
+                variance += (weight * d / g) ** 2 * ((1 - d) / (d * len(d_scores)) + (1 - g) / (g * len(g_scores)))
+            k.append(ratio)
+            k_sigma.append(np.sqrt(variance))
         return np.asarray(k), np.asarray(k_sigma)
 
-    def _calibrated(self, threshold, fractions, sizes, n_sr, n_sr_sigma) -> BackgroundEstimate | None:
+    def _calibrated(self, threshold, fractions, sizes, n_sr, n_sr_sigma, calibration) -> BackgroundEstimate | None:
         """The estimate with each flow's pass fraction scaled by data / generated pass fractions on the
         sideband events that flow never trained on (its generalization error, measured where there is no
         signal); ``None`` without held-out events or when none of them pass."""
-        ratios = self._sideband_ratios(threshold)
+        ratios = self._sideband_ratios(threshold, calibration)
         if ratios is None:
             return None
         return background_after_cut(

@@ -8,9 +8,10 @@ TeV, the feature columns and optionally ``label``) and
 2. runs :class:`~calinfer.resonant.methods.Cathode` (an ensemble of ``n_flows`` density estimators, cross
    fitted by default: two groups on disjoint sideband halves, B from the group a classifier did not see);
 3. for each background efficiency: estimates B after the cut (direct, and calibrated on held-out sideband
-   events) with ensemble, normalisation and calibration uncertainties, counts the data, computes Cowan's
-   significance; ``headline`` names the estimate quoted first (``"calibrated"`` by default: it is the one
-   that closes on background-only data, the direct one is biased low by the flows' mismodelling, see the
+   events, the data / generated ratio of each sideband interpolated in m_jj to the signal region by
+   default, ``calibration``) with ensemble, normalisation and calibration uncertainties, counts the data,
+   computes Cowan's significance; ``headline`` names the estimate quoted first (``"calibrated"`` by default:
+   it is the one that closes on background-only data, the direct one is biased low by the flows' mismodelling, see the
    README); fits the m_jj spectrum after the cut (each sideband event scored by a fold classifier whose
    generated reference came from flows that never saw it) for the bump-hunt local significance and, with
    ``n_toys > 0``, its look-elsewhere correction (toys of the after-cut spectrum only, not of the
@@ -36,7 +37,7 @@ from calinfer.metrics import max_sic, roc_curve
 from calinfer.resonant.bumphunt import bump_hunt, global_significance
 from calinfer.resonant.classifier import BoostedTreeEnsemble, EnsembleMLP
 from calinfer.resonant.density import DensityEstimator
-from calinfer.resonant.methods import Anode, Cathode, CWoLa, IdealizedAD, Supervised
+from calinfer.resonant.methods import CALIBRATIONS, Anode, Cathode, CWoLa, IdealizedAD, Supervised
 from calinfer.resonant.windows import SignalRegion, sliding_windows
 
 __all__ = [
@@ -79,6 +80,7 @@ class SearchConfig:
     baselines: tuple[str, ...] = ()
     min_background: float = 50.0
     headline: str = "calibrated"
+    calibration: str = "interpolated"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -87,6 +89,8 @@ class SearchConfig:
             raise InputError(f"unknown baselines {unknown}; known: {list(BASELINES)}")
         if self.headline not in HEADLINES:
             raise InputError(f"unknown headline estimate {self.headline!r}; known: {list(HEADLINES)}")
+        if self.calibration not in CALIBRATIONS:
+            raise InputError(f"unknown calibration {self.calibration!r}; known: {list(CALIBRATIONS)}")
         if self.classifier_kind not in CLASSIFIERS:
             raise InputError(f"unknown classifier_kind {self.classifier_kind!r}; known: {list(CLASSIFIERS)}")
 
@@ -167,7 +171,7 @@ def run_search(
     ]  # fmt: skip
     cuts, counts_after = [], {}
     for eff in cfg.efficiencies:
-        cut = cathode.cut(eff, before.b, before.sigma_b)
+        cut = cathode.cut(eff, before.b, before.sigma_b, calibration=cfg.calibration)
         after = np.histogram(mjj[all_scores >= cut.threshold], edges)[0]
         counts_after[eff] = after
         entry = cut.to_dict()
