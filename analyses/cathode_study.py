@@ -734,6 +734,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="DensityEstimator option (VALUE in JSON), e.g. hidden=64; repeatable",
     )
+    parser.add_argument(
+        "--classifier-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option of the chosen classifier (EnsembleMLP or BoostedTreeEnsemble; VALUE in JSON), e.g. "
+        "min_samples_leaf=200; repeatable",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes (seeds / closure parts)")
     parser.add_argument("--data", help="background of the search data (embedded set name or LHCO file)")
     parser.add_argument(
@@ -798,6 +806,14 @@ def main(argv: list[str] | None = None) -> int:
         changes["classifier"] = {**cfg.classifier, "epochs": args.classifier_epochs}
     if args.classifier:
         changes["classifier_kind"] = args.classifier
+    try:
+        chosen = parse_options(args.classifier_option)
+    except InputError as exc:
+        parser.error(f"--classifier-option: {exc}")
+    if chosen and (args.classifier or cfg.classifier_kind) == "hgb":
+        changes["hgb"] = {**cfg.hgb, **chosen}
+    elif chosen:
+        changes["classifier"] = {**changes.get("classifier", cfg.classifier), **chosen}
     if args.noise_features is not None:
         changes["noise_features"] = args.noise_features
     changes["extra_features"] = extra

@@ -111,6 +111,14 @@ def _resolve(item: str) -> str:
     "signal and the flows' own errors can still sculpt (see README) (needs --cross-fit).",
 )
 @click.option(
+    "--calibration",
+    type=click.Choice(["interpolated", "pooled"]),
+    default="interpolated",
+    show_default=True,
+    help="How the data / generated pass ratio on held-out sideband events calibrates the headline estimate: "
+    "per sideband, interpolated linearly in m_jj to the signal region, or pooled over both sidebands.",
+)
+@click.option(
     "--efficiency",
     "efficiencies",
     type=float,
@@ -140,6 +148,7 @@ def cathode(
     folds: int,
     cross_fit: bool,
     latent: bool,
+    calibration: str,
     efficiencies: tuple[float, ...],
     toys: int,
     seed: int,
@@ -199,6 +208,7 @@ def cathode(
             efficiencies=tuple(efficiencies),
             n_toys=toys,
             baselines=chosen_baselines,
+            calibration=calibration,
             seed=seed,
         )
         result = run_search(events, window, config, reference=reference_events, progress=True)
@@ -348,7 +358,8 @@ def _report(result, out: Path) -> None:
         if "calibrated" in cut:
             cal = cut["calibrated"]
             click.echo(
-                f"    calibrated on held-out sideband events: B = {cal['b']:.1f} ± {cal['sigma']:.1f} "
+                f"    calibrated on held-out sideband events ({cal['method']}): "
+                f"B = {cal['b']:.1f} ± {cal['sigma']:.1f} "
                 f"(factor {cal['calibration']:.3f}, calibration {cal['sigma_calibration']:.1f}), "
                 f"Z = {cal['significance']:.2f}"
             )

@@ -160,9 +160,10 @@ def _balanced_weights(y: np.ndarray, sample_weight: np.ndarray | None) -> np.nda
 class BoostedTreeEnsemble:
     """Mean of ``n_models`` histogram gradient-boosted tree classifiers (scikit-learn), classes balanced.
 
-    Each model (``max_iter`` boosting rounds of trees with ``max_leaf_nodes`` leaves, learning rate ``lr``)
-    stops early when its loss on its own random ``val_fraction`` of the events has not improved for
-    ``n_iter_no_change`` rounds; the models differ by that split and their seeds.
+    Each model (``max_iter`` boosting rounds of trees with ``max_leaf_nodes`` leaves of at least
+    ``min_samples_leaf`` events, learning rate ``lr``) stops early when its loss on its own random
+    ``val_fraction`` of the events has not improved for ``n_iter_no_change`` rounds; the models differ by
+    that split and their seeds.
     """
 
     def __init__(
@@ -172,6 +173,7 @@ class BoostedTreeEnsemble:
         max_iter: int = 200,
         lr: float = 0.1,
         max_leaf_nodes: int = 31,
+        min_samples_leaf: int = 20,
         l2_regularization: float = 0.0,
         val_fraction: float = 0.2,
         n_iter_no_change: int = 10,
@@ -181,6 +183,7 @@ class BoostedTreeEnsemble:
         self.max_iter = max_iter
         self.lr = lr
         self.max_leaf_nodes = max_leaf_nodes
+        self.min_samples_leaf = min_samples_leaf
         self.l2_regularization = l2_regularization
         self.val_fraction = val_fraction
         self.n_iter_no_change = n_iter_no_change
@@ -200,6 +203,7 @@ class BoostedTreeEnsemble:
                 learning_rate=self.lr,
                 max_iter=self.max_iter,
                 max_leaf_nodes=self.max_leaf_nodes,
+                min_samples_leaf=self.min_samples_leaf,
                 l2_regularization=self.l2_regularization,
                 early_stopping=True,
                 validation_fraction=self.val_fraction,
