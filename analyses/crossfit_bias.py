@@ -51,15 +51,20 @@ __all__ = ["main", "pass_excess"]
 EFFICIENCIES = (0.2, 0.1, 0.05, 0.02)
 
 
-def pass_excess(x_data: np.ndarray, x_train_ref: np.ndarray, x_estimate_ref: np.ndarray, seed: int) -> dict:
+def pass_excess(
+    x_data: np.ndarray, x_train_ref: np.ndarray, x_estimate_ref: np.ndarray, seed: int, options: dict | None = None
+) -> dict:
     """Classifier of data against ``x_train_ref`` (5 folds); per eps the held-out data and ``x_estimate_ref``
     (each fold its own fifth) passing a threshold at that reference quantile: summed pass fractions
-    ``(data, reference)`` (tied scores can make the reference pass more than eps, so it is counted)."""
+    ``(data, reference)`` (tied scores can make the reference pass more than eps, so it is counted);
+    ``options``: of the ``HistGradientBoostingClassifier``."""
     x = np.vstack([x_data, x_train_ref])
     y = np.r_[np.ones(len(x_data)), np.zeros(len(x_train_ref))]
     fractions = {eps: [0.0, 0.0] for eps in EFFICIENCIES}
     for k, (train, test) in enumerate(StratifiedKFold(5, shuffle=True, random_state=seed).split(x, y)):
-        clf = HistGradientBoostingClassifier(max_iter=200, random_state=k, class_weight="balanced")
+        clf = HistGradientBoostingClassifier(
+            **{"max_iter": 200, "class_weight": "balanced", **(options or {})}, random_state=k
+        )
         clf.fit(x[train], y[train])
         s_data = clf.predict_proba(x[test[y[test] == 1]])[:, 1]
         s_ref = clf.predict_proba(x_estimate_ref[k::5])[:, 1]
@@ -97,7 +102,7 @@ def one_seed(args: argparse.Namespace, seed: int, m: np.ndarray, x: np.ndarray) 
         pairs = [(gen[0], gen[1]), (gen[1], gen[0])]
     total = {eps: [0.0, 0.0] for eps in EFFICIENCIES}
     for a, b in pairs:
-        for eps, (f_data, f_ref) in pass_excess(data, a, b, seed).items():
+        for eps, (f_data, f_ref) in pass_excess(data, a, b, seed, args.classifier).items():
             total[eps][0] += f_data / len(pairs)
             total[eps][1] += f_ref / len(pairs)
     out = {"seed": seed, "n_data": len(data)}
@@ -119,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--oversample", type=int, default=4)
     parser.add_argument("--flow-option", action="append", default=[], metavar="KEY=VALUE", help="JSON value")
     parser.add_argument("--flow-option-b", action="append", default=[], metavar="KEY=VALUE", help="flow B only")
+    parser.add_argument(
+        "--classifier-option", action="append", default=[], metavar="KEY=VALUE", help="HistGradientBoosting option"
+    )
     parser.add_argument("--train-in-sr", action="store_true", help="half of the SR events train the flows too")
     parser.add_argument("--null", action="store_true", help="true background instead of flows (procedure check)")
     parser.add_argument("--out", type=Path, required=True, help="JSON output file (not overwritten)")
@@ -130,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.flow = {**StudyConfig().flow, "bootstrap": False, **parse_options(args.flow_option)}
         args.flow_b = parse_options(args.flow_option_b)
+        args.classifier = parse_options(args.classifier_option)
     except InputError as exc:
-        parser.error(f"flow options: {exc}")
+        parser.error(f"flow or classifier options: {exc}")
     t0 = time.time()
     if args.null:
         d = pd.concat([load_frame(n) for n in ("dijets-qcd", "dijets-qcd-reference")], ignore_index=True)

@@ -17,7 +17,7 @@ from calinfer.resonant.bumphunt import DijetFunction, bump_hunt, global_signific
 from calinfer.resonant.classifier import BoostedTreeEnsemble, EnsembleMLP, crossfit_scores, kfold_scores
 from calinfer.resonant.density import DensityEstimator
 from calinfer.resonant.injection import inject_signal, n_signal_for
-from calinfer.resonant.methods import Anode, Cathode, CWoLa, IdealizedAD, Supervised
+from calinfer.resonant.methods import CALIBRATIONS, Anode, Cathode, CWoLa, IdealizedAD, Supervised
 from calinfer.resonant.preprocessing import LogitScaler
 from calinfer.resonant.sampler import MassSampler, generate_background
 from calinfer.resonant.significance import background_after_cut, cowan_significance, pull
@@ -611,6 +611,13 @@ def test_interpolated_calibration_follows_a_flow_error_that_changes_with_mass():
         assert cut.calibrated.sigma_calibration > pooled.calibrated.sigma_calibration  # the sparse upper sideband
     with pytest.raises(InputError, match="unknown calibration"):
         cathode.cut(0.1, n_sr=n_sr, calibration="linear")
+    upper = [_ThinningFlow(f.held_out_m_[f.held_out_m_ >= 3.7], f.held_out_x_[f.held_out_m_ >= 3.7]) for f in flows]
+    one_sided = Cathode(window, n_flows=4, oversample=3, classifier=_RadialScore, n_folds=4, cross_fit=True, seed=61)
+    one_sided.fit(m, x, flows=upper)  # nothing to interpolate from: the upper sideband's ratio, as pooled
+    for calibration in CALIBRATIONS:
+        assert one_sided.cut(0.2, n_sr=n_sr, calibration=calibration).calibrated.calibration == pytest.approx(
+            one_sided.cut(0.2, n_sr=n_sr, calibration="pooled").calibrated.calibration
+        )
 
 
 class _MemorisingFlow:

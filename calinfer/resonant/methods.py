@@ -93,6 +93,19 @@ def _crossfit_pick(scores_reference: np.ndarray, seed: int) -> np.ndarray:
     return np.argmax(u, axis=0)
 
 
+def _weighted_ratio(parts: list[tuple[float, np.ndarray, np.ndarray]], threshold: float) -> tuple[float, float] | None:
+    """``sum_j w_j d_j / g_j`` over parts ``(w_j, data scores, generated scores)`` (``d``, ``g``: fractions
+    passing ``threshold``) and its binomial error; ``None`` when nothing passes in a part."""
+    ratio, variance = 0.0, 0.0
+    for weight, d_scores, g_scores in parts:
+        d, g = np.mean(d_scores >= threshold), np.mean(g_scores >= threshold)
+        if d == 0 or g == 0:
+            return None
+        ratio += weight * d / g
+        variance += (weight * d / g) ** 2 * ((1 - d) / (d * len(d_scores)) + (1 - g) / (g * len(g_scores)))
+    return float(ratio), float(np.sqrt(variance))
+
+
 @dataclass(frozen=True)
 class CutResult:
     """A cut on the CATHODE score and its background estimate (``calibration``: how ``calibrated`` was made)."""
@@ -488,29 +501,26 @@ class Cathode(_ClassifierMethod):
         spectrum. ``"interpolated"``: the ratio in each sideband, ``c_lo`` and ``c_hi``, interpolated linearly
         in m_jj from the sidebands' mean masses to the signal region's, ``(1 - t) c_lo + t c_hi`` with
         ``t = (m_SR - m_lo) / (m_hi - m_lo)``: a flow whose error changes with m_jj is corrected for the
-        error it makes in the signal region, not for its average error."""
+        error it makes in the signal region, not for its average error. A flow with held-out events in one
+        sideband only, or none of them passing in one, gets the pooled ratio."""
         if not self.sideband_checks_:
             return None
         k, k_sigma = [], []
         for data, gen, m_data, m_gen in self.sideband_checks_:
-            if calibration == "pooled":
-                parts = [(1.0, data, gen)]
-            else:
-                low_data, low_gen = m_data < self.window.low, m_gen < self.window.low
-                if low_data.all() or not low_data.any():
-                    return None
+            pooled = [(1.0, data, gen)]
+            low_data, low_gen = m_data < self.window.low, m_gen < self.window.low
+            value = None
+            if calibration == "interpolated" and low_data.any() and not low_data.all():
                 m_lo, m_hi = m_data[low_data].mean(), m_data[~low_data].mean()
                 t_sr = (self.sr_mean_mass_ - m_lo) / (m_hi - m_lo)
-                parts = [(1 - t_sr, data[low_data], gen[low_gen]), (t_sr, data[~low_data], gen[~low_gen])]
-            ratio, variance = 0.0, 0.0
-            for weight, d_scores, g_scores in parts:
-                d, g = np.mean(d_scores >= threshold), np.mean(g_scores >= threshold)
-                if d == 0 or g == 0:
-                    return None
-                ratio += weight * d / g
-                variance += (weight * d / g) ** 2 * ((1 - d) / (d * len(d_scores)) + (1 - g) / (g * len(g_scores)))
-            k.append(ratio)
-            k_sigma.append(np.sqrt(variance))
+                value = _weighted_ratio(
+                    [(1 - t_sr, data[low_data], gen[low_gen]), (t_sr, data[~low_data], gen[~low_gen])], threshold
+                )
+            value = value or _weighted_ratio(pooled, threshold)
+            if value is None:
+                return None
+            k.append(value[0])
+            k_sigma.append(value[1])
         return np.asarray(k), np.asarray(k_sigma)
 
     def _calibrated(self, threshold, fractions, sizes, n_sr, n_sr_sigma, calibration) -> BackgroundEstimate | None:
