@@ -93,17 +93,21 @@ def _crossfit_pick(scores_reference: np.ndarray, seed: int) -> np.ndarray:
     return np.argmax(u, axis=0)
 
 
-def _weighted_ratio(parts: list[tuple[float, np.ndarray, np.ndarray]], threshold: float) -> tuple[float, float] | None:
+def _weighted_ratio(
+    parts: list[tuple[float, np.ndarray, np.ndarray]], threshold: float
+) -> tuple[float, float, float] | None:
     """``sum_j w_j d_j / g_j`` over parts ``(w_j, data scores, generated scores)`` (``d``, ``g``: fractions
-    passing ``threshold``) and its binomial error; ``None`` when nothing passes in a part."""
-    ratio, variance = 0.0, 0.0
+    passing ``threshold``) and its binomial errors from the data and from the generated events; ``None``
+    when nothing passes in a part."""
+    ratio, var_data, var_gen = 0.0, 0.0, 0.0
     for weight, d_scores, g_scores in parts:
         d, g = np.mean(d_scores >= threshold), np.mean(g_scores >= threshold)
         if d == 0 or g == 0:
             return None
         ratio += weight * d / g
-        variance += (weight * d / g) ** 2 * ((1 - d) / (d * len(d_scores)) + (1 - g) / (g * len(g_scores)))
-    return float(ratio), float(np.sqrt(variance))
+        var_data += (weight * d / g) ** 2 * (1 - d) / (d * len(d_scores))
+        var_gen += (weight * d / g) ** 2 * (1 - g) / (g * len(g_scores))
+    return float(ratio), float(np.sqrt(var_data)), float(np.sqrt(var_gen))
 
 
 @dataclass(frozen=True)
@@ -443,9 +447,9 @@ class Cathode(_ClassifierMethod):
         averaged over the folds with weights ``w_k``. Replica ``r``'s pass fraction is ``sum_k w_k P_k(i)``
         with ``i = 2r + 1 - k % 2`` the replica's flow that classifier ``k`` did not train against; calibrated,
         each ``P_k(i)`` is scaled by flow ``i``'s data / generated pass ratio ``c_i`` on its held-out sideband
-        events. The errors of ``c_i`` of two flows of one group are correlated by the share of held-out
-        events they have in common (``held_out_overlap_``, about 1/e for bootstrap flows); the groups'
-        held-out events are disjoint.
+        events. The data parts of the errors of ``c_i`` of two flows of one group are correlated by the share
+        of held-out events they have in common (``held_out_overlap_``, about 1/e for bootstrap flows), their
+        generated parts not at all; the groups' held-out events are disjoint.
         """
         res = self.kfold_
         w = np.bincount(res.fold_data, minlength=self.n_folds) / len(res.fold_data)
@@ -475,12 +479,13 @@ class Cathode(_ClassifierMethod):
             sizes.append(int(np.sum(member // 2 == r)))
             if ratios is not None and f > 0:
                 k_rep.append(f_cal / f)
-                k_sigma.append([share[2 * r + g] * ratios[1][2 * r + g] / f for g in (0, 1)])  # per group
+                # per group: the data part, then the generated part of flow 2r + g's ratio error
+                k_sigma.append([share[2 * r + g] * ratios[1][2 * r + g, j] / f for g in (0, 1) for j in (0, 1)])
         estimate = background_after_cut(fractions, sizes, n_sr, n_sr_sigma)
         calibrated = None
         if len(k_rep) == len(fractions):
-            rho = self.held_out_overlap_
-            correlation = np.array([rho[g::2, g::2] for g in (0, 1)])  # group g's flows 2r + g, replica by replica
+            rho, own = self.held_out_overlap_, np.eye(self.n_flows // 2)
+            correlation = np.array([c for g in (0, 1) for c in (rho[g::2, g::2], own)])  # flows 2r + g by replica
             calibrated = background_after_cut(
                 fractions,
                 sizes,
@@ -495,7 +500,9 @@ class Cathode(_ClassifierMethod):
 
     def _sideband_ratios(self, threshold: float, calibration: str) -> tuple[np.ndarray, np.ndarray] | None:
         """Per flow: data / generated pass fraction on its held-out sideband events at the signal region, and
-        its binomial error; ``None`` without held-out events or when none of them pass (in a sideband).
+        its binomial errors ``(n_flows, 2)`` from the held-out data (shared by flows whose held-out events
+        overlap) and from the flow's generated events (its own); ``None`` without held-out events or when
+        none of them pass (in a sideband).
 
         ``"pooled"``: the ratio on both sidebands together, dominated by the populous lower one of a falling
         spectrum. ``"interpolated"``: the ratio in each sideband, ``c_lo`` and ``c_hi``, interpolated linearly
@@ -520,7 +527,7 @@ class Cathode(_ClassifierMethod):
             if value is None:
                 return None
             k.append(value[0])
-            k_sigma.append(value[1])
+            k_sigma.append(value[1:])
         return np.asarray(k), np.asarray(k_sigma)
 
     def _calibrated(self, threshold, fractions, sizes, n_sr, n_sr_sigma, calibration) -> BackgroundEstimate | None:
@@ -537,7 +544,7 @@ class Cathode(_ClassifierMethod):
             n_sr_sigma,
             calibration=ratios[0],
             calibration_sigma=ratios[1],
-            calibration_correlation=self.held_out_overlap_,
+            calibration_correlation=np.array([self.held_out_overlap_, np.eye(self.n_flows)]),
         )
 
 

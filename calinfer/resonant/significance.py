@@ -18,9 +18,12 @@ these parts, added in quadrature, none counted twice:
   the half width of a 68.27% interval, 1.84 s for R = 2, 1.32 s for R = 3, 1.14 s for R = 5) and never
   less than the binomial standard deviation of one replica, the least a single member scatters;
 * normalisation (``sigma_norm``): the uncertainty of ``N_SR``;
-* calibration (``sigma_calibration``, only with factors ``k_r``, see below): the part of their
-  statistical errors that the replicas share (their held-out sideband events overlap); the part in
-  which they differ is already in the replica spread.
+* calibration (``sigma_calibration``, only with factors ``k_r``, see below): the statistical error of the
+  mean of the calibrated fractions, from the covariance of the replicas' calibration errors (their held-out
+  sideband events overlap; the generated events each flow calibrates with are its own). The ensemble term
+  of a calibrated estimate is then the spread of the replicas *before* calibration (times the mean factor):
+  the spread after it would hold each replica's calibration noise again, and in full where the mean holds
+  only its average.
 
 ``sigma_stat``, the binomial error of the mean pass fraction, is reported; it is the whole statistical
 term only for a single replica (R = 1, no spread to measure) and the term of ``sigma_without_ensemble``.
@@ -135,10 +138,9 @@ def background_after_cut(
     region before the cut; ``calibration[r]``: optional factor for replica ``r``'s pass fraction, with
     ``calibration_sigma`` of shape ``(R,)`` or ``(R, G)`` (``G`` independent parts) and
     ``calibration_correlation`` of shape ``(R, R)`` or ``(G, R, R)``: the correlation of each part between
-    replicas (default: fully correlated). With ``R >= 2`` the ensemble spread already contains the part of
-    the calibration noise in which the replicas differ; the calibration term adds the part they share, the
-    mean over pairs ``r != r'`` of ``rho_rr' a_r a_r'`` (``a_r`` = pass fraction x error); with ``R = 1``
-    the whole variance.
+    replicas (default: fully correlated). The calibration term is the error of the mean factor-weighted
+    fraction, ``sqrt(sum_rr' rho_rr' a_r a_r') / R`` over all pairs including ``r = r'`` (``a_r`` = pass
+    fraction x error); the ensemble term is taken from the uncalibrated fractions.
     """
     eff = np.asarray(pass_fraction, dtype=np.float64).reshape(-1)
     ngen = np.broadcast_to(np.asarray(n_generated, dtype=np.float64), eff.shape)
@@ -161,15 +163,13 @@ def background_after_cut(
     a = eff[:, None] * k_sigma  # (R, G)
     rho = np.ones((a.shape[1], n_rep, n_rep)) if calibration_correlation is None else calibration_correlation
     rho = np.broadcast_to(np.asarray(rho, dtype=np.float64), (a.shape[1], n_rep, n_rep))
-    if n_rep == 1:
-        calib_var = float(np.sum(a**2))
-    else:  # the shared part: off-diagonal mean of rho_rr' a_r a_r'
-        pairs = np.einsum("gr,grs,gs->g", a.T, rho, a.T) - np.sum(a**2, axis=0)
-        calib_var = float(np.sum(pairs) / (n_rep * (n_rep - 1)))
+    cov = np.einsum("gr,grs,gs->rs", a.T, rho, a.T)  # (R, R): covariance of the replicas' calibration errors
+    calib_var = float(cov.sum()) / n_rep**2  # of the mean over the replicas
     calib_eff = float(np.sqrt(max(calib_var, 0.0)))
     ens_eff = 0.0
-    if n_rep > 1:
-        ens_eff = max(small_sample_factor(n_rep) * float(corrected.std(ddof=1)), float(np.sqrt(binomial.mean())))
+    if n_rep > 1:  # the spread before calibration, on the calibrated scale: it holds none of the calibration noise
+        spread = float(eff.std(ddof=1)) * float(k.mean())
+        ens_eff = max(small_sample_factor(n_rep) * spread, float(np.sqrt(binomial.mean())))
     return BackgroundEstimate(
         b=n_sr * float(corrected.mean()),
         sigma_stat=n_sr * stat_eff,
