@@ -1016,6 +1016,7 @@ def test_background_uncertainty_covers_the_spread_of_toys_with_a_known_truth():
     # pulls are not far narrower than N(0, 1) (0.39 when the replica spread after calibration held it again)
     c = np.array(pulls["calibrated"])
     width_c = 1.4826 * np.median(np.abs(c - np.median(c)))
+    print(f"calibrated: median {np.median(c):.2f}, robust width {width_c:.2f}, within 1: {np.mean(np.abs(c) < 1):.2f}")
     assert 0.65 < width_c < 1.2 and abs(np.median(c)) < 0.6, (np.median(c), width_c)
 
 
