@@ -356,8 +356,23 @@ def test_background_after_cut_components_and_pulls():
     kw = {"n_sr": 50_000, "n_sr_sigma": 500, "calibration": [1.2, 1.1, 1.0]}
     cal = background_after_cut([0.010, 0.012, 0.011], 100_000, **kw, calibration_sigma=[0.1, 0.1, 0.1])
     assert cal.b == pytest.approx(50_000 * (0.012 + 0.0132 + 0.011) / 3)
-    assert cal.sigma_ensemble == pytest.approx(est.sigma_ensemble * 1.1)  # uncalibrated spread x mean factor
     a = 0.1 * np.array([0.010, 0.012, 0.011])
+    # ensemble: the calibrated spread less the calibration noise's share of it (here fully correlated: none),
+    # at most the spread before calibration x the mean factor
+    corrected = np.array([0.012, 0.0132, 0.011])
+    in_spread = np.mean(a**2) - (a.sum() ** 2 - np.sum(a**2)) / 6
+    training = min(corrected.var(ddof=1) - in_spread, (0.001 * 1.1) ** 2)
+    assert cal.sigma_ensemble == pytest.approx(50_000 * half_width * np.sqrt(training))
+    capped = background_after_cut([0.010, 0.012, 0.011], 100_000, n_sr=50_000, calibration=[1.5, 1.0, 0.7])
+    assert capped.sigma_ensemble == pytest.approx(est.sigma_ensemble * np.mean([1.5, 1.0, 0.7]))
+    noisy = background_after_cut(
+        [0.010, 0.012, 0.011], 100_000, n_sr=50_000, calibration=[1.2, 1.1, 1.0], calibration_sigma=[0.1, 0.1, 0.1],
+        calibration_correlation=np.eye(3),
+    )  # fmt: skip
+    # independent calibration noise as large as the whole spread: no training fluctuation left, one binomial
+    binomial = np.array([1.2, 1.1, 1.0]) ** 2 * np.array([0.010, 0.012, 0.011]) * (1 - np.array([0.010, 0.012, 0.011]))
+    assert corrected.var(ddof=1) < np.mean(a**2)
+    assert noisy.sigma_ensemble == pytest.approx(50_000 * np.sqrt(np.mean(binomial / 1e5)))
     assert cal.sigma_calibration == pytest.approx(50_000 * a.sum() / 3)  # fully correlated (default): linear
     for rho in (0.0, 1 / np.e):
         corr = np.full((3, 3), rho) + (1 - rho) * np.eye(3)

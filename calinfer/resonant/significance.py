@@ -21,9 +21,12 @@ these parts, added in quadrature, none counted twice:
 * calibration (``sigma_calibration``, only with factors ``k_r``, see below): the statistical error of the
   mean of the calibrated fractions, from the covariance of the replicas' calibration errors (their held-out
   sideband events overlap; the generated events each flow calibrates with are its own). The ensemble term
-  of a calibrated estimate is then the spread of the replicas *before* calibration (times the mean factor):
-  the spread after it would hold each replica's calibration noise again, and in full where the mean holds
-  only its average.
+  of a calibrated estimate then holds only the flows' training fluctuation that the calibration leaves:
+  the variance of the calibrated replicas less the part the calibration noise adds to it (known from its
+  covariance), never below 0 and never above the variance before calibration (times the mean factor
+  squared). The spread after calibration alone would hold each replica's calibration noise a second time,
+  and in full where the mean holds only its average; the spread before it alone would keep the training
+  fluctuation that the calibration removes.
 
 ``sigma_stat``, the binomial error of the mean pass fraction, is reported; it is the whole statistical
 term only for a single replica (R = 1, no spread to measure) and the term of ``sigma_without_ensemble``.
@@ -140,7 +143,7 @@ def background_after_cut(
     ``calibration_correlation`` of shape ``(R, R)`` or ``(G, R, R)``: the correlation of each part between
     replicas (default: fully correlated). The calibration term is the error of the mean factor-weighted
     fraction, ``sqrt(sum_rr' rho_rr' a_r a_r') / R`` over all pairs including ``r = r'`` (``a_r`` = pass
-    fraction x error); the ensemble term is taken from the uncalibrated fractions.
+    fraction x error); the ensemble term is the training fluctuation left after calibration (module docstring).
     """
     eff = np.asarray(pass_fraction, dtype=np.float64).reshape(-1)
     ngen = np.broadcast_to(np.asarray(n_generated, dtype=np.float64), eff.shape)
@@ -167,9 +170,15 @@ def background_after_cut(
     calib_var = float(cov.sum()) / n_rep**2  # of the mean over the replicas
     calib_eff = float(np.sqrt(max(calib_var, 0.0)))
     ens_eff = 0.0
-    if n_rep > 1:  # the spread before calibration, on the calibrated scale: it holds none of the calibration noise
-        spread = float(eff.std(ddof=1)) * float(k.mean())
-        ens_eff = max(small_sample_factor(n_rep) * spread, float(np.sqrt(binomial.mean())))
+    if n_rep > 1:
+        # the flows' training fluctuation left after calibration: the spread after it less what the calibration
+        # noise adds to that spread (the part of it in which the replicas differ), and at most the spread before
+        # calibration (on the calibrated scale), which holds none of the calibration noise
+        in_spread = float(np.trace(cov)) / n_rep - float(cov.sum() - np.trace(cov)) / (n_rep * (n_rep - 1))
+        training = min(
+            max(float(corrected.var(ddof=1)) - in_spread, 0.0), float(eff.var(ddof=1)) * float(k.mean()) ** 2
+        )
+        ens_eff = max(small_sample_factor(n_rep) * float(np.sqrt(training)), float(np.sqrt(binomial.mean())))
     return BackgroundEstimate(
         b=n_sr * float(corrected.mean()),
         sigma_stat=n_sr * stat_eff,
