@@ -50,7 +50,7 @@ def test_cathode_command_writes_summary_and_plots(tmp_path, classifier, latent):
         "cathode", str(tmp_path / "bkg.h5"), "--inject", str(tmp_path / "sig.h5"), "--s-over-b", "0.1",
         "--sidebands", "2.8", "4.6", "--n-flows", "4", "--flow-epochs", "4", "--classifier-epochs", "4",
         "--folds", "2", "--oversample", "2", "--efficiency", "0.2", "--efficiency", "0.05", "--baselines", "cwola",
-        "--classifier", classifier, "--out", str(out), *(["--latent"] if latent else []),
+        "--classifier", classifier, "--out", str(out), *(["--latent", "--calibration", "pooled"] if latent else []),
     ]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
@@ -76,6 +76,9 @@ def test_cathode_command_writes_summary_and_plots(tmp_path, classifier, latent):
     assert summary["config"]["cross_fit"] and cut["background_sigma_ensemble"] > 0  # two replicas by default
     cal = cut["calibrated"]  # the estimate calibrated on held-out (out-of-bootstrap) sideband events
     assert cal["sigma"] >= cal["sigma_calibration"] > 0 and "calibrated on held-out sideband events" in result.output
+    method = "pooled" if latent else "interpolated"  # the latent case also asks for the pooled calibration
+    assert summary["config"]["calibration"] == cal["method"] == method and f"({method})" in result.output
+    assert cut["headline"]["estimate"] == "calibrated" and cut["headline"]["b"] == pytest_exact(cal["b"])
 
 
 def pytest_approx(value: float):
