@@ -541,6 +541,15 @@ class _NarrowFlow:
         return np.random.default_rng(seed).normal(0.0, 0.85, size=(len(m), 2))
 
 
+def _standins(flow_class: type, n: int, m: np.ndarray, x: np.ndarray, sb: np.ndarray, rng) -> list:
+    """``n`` stand-in flows, each holding out its own random 40% of the sideband events ``sb``."""
+    flows = []
+    for _ in range(n):
+        held = sb & (rng.random(len(m)) < 0.4)
+        flows.append(flow_class(m[held], x[held]))
+    return flows
+
+
 @pytest.mark.parametrize("cross_fit", [False, True])
 def test_sideband_calibration_removes_the_bias_of_a_mismodelling_flow(cross_fit):
     """Background-only closure with a flow that underestimates the tails: the classifier selects the tails,
@@ -552,11 +561,7 @@ def test_sideband_calibration_removes_the_bias_of_a_mismodelling_flow(cross_fit)
     window = SignalRegion(3.3, 3.7, 3.0, 4.4)
     m = rng.uniform(3.0, 4.4, 12_000)
     x = rng.normal(size=(len(m), 2))
-    sb = window.in_sidebands(m)
-    flows = []
-    for _ in range(2):
-        held = sb & (rng.random(len(m)) < 0.4)
-        flows.append(_NarrowFlow(m[held], x[held]))
+    flows = _standins(_NarrowFlow, 2, m, x, window.in_sidebands(m), rng)
 
     def clf(s):
         return EnsembleMLP(epochs=8, n_best_epochs=2, hidden=(32, 32), seed=s)
@@ -609,11 +614,7 @@ def test_interpolated_calibration_follows_a_flow_error_that_changes_with_mass():
     m = 3.0 + rng.exponential(0.4, 120_000)
     m = m[m < 4.4]
     x = rng.normal(size=(len(m), 2))
-    sb = window.in_sidebands(m)
-    flows = []
-    for _ in range(4):
-        held = sb & (rng.random(len(m)) < 0.4)
-        flows.append(_ThinningFlow(m[held], x[held]))
+    flows = _standins(_ThinningFlow, 4, m, x, window.in_sidebands(m), rng)
     cathode = Cathode(window, n_flows=4, oversample=3, classifier=_RadialScore, n_folds=4, cross_fit=True, seed=61)
     cathode.fit(m, x, flows=flows)
     n_sr = float(cathode.sr_mask_.sum())

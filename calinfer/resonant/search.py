@@ -11,11 +11,11 @@ TeV, the feature columns and optionally ``label``) and
    events, the data / generated ratio of each sideband interpolated in m_jj to the signal region by
    default, ``calibration``) with ensemble, normalisation and calibration uncertainties, counts the data,
    computes Cowan's significance; ``headline`` names the estimate quoted first (``"calibrated"`` by default:
-   it is the one that closes on background-only data, the direct one is biased low by the flows' mismodelling, see the
-   README); fits the m_jj spectrum after the cut (each sideband event scored by a fold classifier whose
-   generated reference came from flows that never saw it) for the bump-hunt local significance and, with
-   ``n_toys > 0``, its look-elsewhere correction (toys of the after-cut spectrum only, not of the
-   classifier training or the choice among cuts); the pass fractions of the two sidebands (and the
+   it is the one that closes on background-only data, the direct one is biased low by the flows'
+   mismodelling, see the README); fits the m_jj spectrum after the cut (each sideband event scored by a fold
+   classifier whose generated reference came from flows that never saw it) for the bump-hunt local
+   significance and, with ``n_toys > 0``, its look-elsewhere correction (toys of the after-cut spectrum
+   only, not of the classifier training or the choice among cuts); the pass fractions of the two sidebands (and the
    sideband fit quality) flag a cut that sculpts m_jj, after which the bump-hunt significance is not
    meaningful;
 4. with labels: maximum SIC of CATHODE and of the requested baselines.
