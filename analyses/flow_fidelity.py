@@ -51,31 +51,33 @@ EFFICIENCIES = (0.2, 0.1, 0.05, 0.02)
 def compare(x_data: np.ndarray, x_gen: np.ndarray, seed: int, weights: np.ndarray | None = None) -> dict:
     """Out-of-fold classifier test of data against generated events; data pass fractions at generated efficiencies.
 
-    ``weights``: per generated event (the classes are balanced to equal total weight either way); the cut at
-    efficiency eps keeps a weighted fraction eps of the generated events.
+    ``weights``: per generated event; with them the two classes are balanced to equal total weight and the cut at
+    efficiency eps keeps a weighted fraction eps of the generated events (without them, unweighted as before).
     """
     x = np.vstack([x_data, x_gen])
     y = np.r_[np.ones(len(x_data)), np.zeros(len(x_gen))]
     clf = HistGradientBoostingClassifier(max_iter=200, random_state=seed)
-    if weights is None:
-        w_gen, sw, params = np.ones(len(x_gen)), None, None
-    else:
+    sw = None
+    if weights is not None:
         w_gen = np.asarray(weights, dtype=np.float64)
         sw = np.r_[np.full(len(x_data), 1.0 / len(x_data)), w_gen / w_gen.sum()] * len(x)
-        params = {"sample_weight": sw}
-    p = cross_val_predict(clf, x, y, cv=5, method="predict_proba", params=params)[:, 1]
-    p_data, p_gen = p[y == 1], p[y == 0]
-    order = np.argsort(-p_gen)
-    kept = np.cumsum(w_gen[order]) / w_gen.sum()
+    p = cross_val_predict(clf, x, y, cv=5, method="predict_proba", params=None if sw is None else {"sample_weight": sw})
+    p_data, p_gen = p[y == 1, 1], p[y == 0, 1]
+    if sw is not None:  # generated scores from high to low with the weighted fraction kept above each
+        order = np.argsort(-p_gen)
+        kept = np.cumsum(w_gen[order]) / w_gen.sum()
     rows = []
     for eps in EFFICIENCIES:
-        threshold = p_gen[order][min(np.searchsorted(kept, eps), len(order) - 1)]
+        if sw is None:
+            threshold = np.quantile(p_gen, 1 - eps)
+        else:
+            threshold = p_gen[order][min(np.searchsorted(kept, eps), len(order) - 1)]
         passed = float(np.mean(p_data >= threshold))
         rows.append({"eps": eps, "data_pass": passed, "error": float(np.sqrt(eps * (1 - eps) / len(x_data)))})
     return {
         "n_data": len(x_data),
         "n_generated": len(x_gen),
-        "auc": float(roc_auc_score(y, p, sample_weight=sw)),
+        "auc": float(roc_auc_score(y, p[:, 1], sample_weight=sw)),
         "pass_fractions": rows,
         "q95_data": np.quantile(x_data, 0.95, axis=0),
         "q95_generated": np.quantile(x_gen, 0.95, axis=0),
