@@ -13,6 +13,9 @@ unbiased estimate.
 
 * ``--train-in-sr``: half of the signal-region events join the flows' training (the other half is the data),
   so that no interpolation in m_jj is needed: does the bias come from the interpolation?
+* ``--train-fraction F``: each flow trains on a random fraction F of its half of the sidebands (and for
+  ``25 / F`` epochs unless ``--flow-option epochs=...`` is given, so every flow takes as many optimiser steps):
+  how does the shared error scale with the flows' training statistics?
 * ``--null``: A and B are true background (disjoint thirds of the signal region of data + reference): the
   bias of the procedure itself, without flows (expected 0).
 
@@ -89,6 +92,8 @@ def one_seed(args: argparse.Namespace, seed: int, m: np.ndarray, x: np.ndarray) 
             joins = rng.random(len(sr)) < 0.5
             sb, sr = np.sort(np.r_[sb, sr[joins]]), sr[~joins]
         half = rng.permutation(len(sb)) % 2
+        if args.train_fraction < 1:
+            half[rng.random(len(sb)) >= args.train_fraction] = -1
         options = [args.flow, {**args.flow, **args.flow_b}]
         flows = [
             DensityEstimator(**options[g], seed=seed * 10 + g).fit(x[sb[half == g]], m[sb[half == g]]) for g in (0, 1)
@@ -105,7 +110,11 @@ def one_seed(args: argparse.Namespace, seed: int, m: np.ndarray, x: np.ndarray) 
         for eps, (f_data, f_ref) in pass_excess(data, a, b, seed, args.classifier).items():
             total[eps][0] += f_data / len(pairs)
             total[eps][1] += f_ref / len(pairs)
-    out = {"seed": seed, "n_data": len(data)}
+    out = {
+        "seed": seed,
+        "n_data": len(data),
+        "n_flow_train": [int(np.sum(half == g)) for g in (0, 1)] if not args.null else None,
+    }
     for eps, (f_data, f_ref) in total.items():
         out[f"{eps:g}"] = {
             "excess": f_data / f_ref - 1,
@@ -128,15 +137,22 @@ def main(argv: list[str] | None = None) -> int:
         "--classifier-option", action="append", default=[], metavar="KEY=VALUE", help="HistGradientBoosting option"
     )
     parser.add_argument("--train-in-sr", action="store_true", help="half of the SR events train the flows too")
+    parser.add_argument(
+        "--train-fraction", type=float, default=1.0, help="each flow trains on this random fraction of its half"
+    )
     parser.add_argument("--null", action="store_true", help="true background instead of flows (procedure check)")
     parser.add_argument("--out", type=Path, required=True, help="JSON output file (not overwritten)")
     args = parser.parse_args(argv)
     if args.out.exists():
         parser.error(f"{args.out} exists; choose another --out")
+    if not 0 < args.train_fraction <= 1:
+        parser.error(f"--train-fraction must be in (0, 1], got {args.train_fraction}")
     torch.set_num_threads(1)
 
     try:
-        args.flow = {**StudyConfig().flow, "bootstrap": False, **parse_options(args.flow_option)}
+        args.flow = {**StudyConfig().flow, "bootstrap": False}
+        args.flow["epochs"] = round(args.flow["epochs"] / args.train_fraction)
+        args.flow |= parse_options(args.flow_option)
         args.flow_b = parse_options(args.flow_option_b)
         args.classifier = parse_options(args.classifier_option)
     except InputError as exc:

@@ -265,6 +265,36 @@ def test_flow_with_an_unbounded_feature_is_normalised_beyond_its_training_range(
     assert bounded.log_prob(np.array([[0.25, 14.0]]), np.array([3.5]))[0] == -np.inf  # outside the logit box
 
 
+def test_gaussianized_flow_reaches_a_heavy_tail_and_stays_normalised():
+    """A log-normal feature (width 0.6 in log, like a jet mass) beside a Beta(2, 5) one: after the logit its tail
+    reaches past the splines' bound, and a flow without the marginal Gaussianization generates a third of the
+    events above the true 99.5% quantile; with it the tail is within 30% of 0.5%. The density with the
+    Gaussianization's Jacobian integrates to one in feature units."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(21)
+    m = rng.uniform(3.0, 4.0, 4000)
+    scale = np.exp(np.log(0.1) + 0.2 * (m - 3.5))
+    x = np.stack([scale * np.exp(0.6 * rng.normal(size=len(m))), rng.beta(2, 5, len(m))], axis=1)
+    q995 = 0.1 * np.exp(0.6 * 2.5758)  # at m = 3.5
+    kw = {"epochs": 12, "n_blocks": 2, "hidden": 32, "n_best_epochs": 3, "batch_size": 256, "seed": 1}
+    tail = {}
+    for gaussianize in (False, True):
+        flow = DensityEstimator(gaussianize=gaussianize, **kw).fit(x, m)
+        tail[gaussianize] = np.mean(flow.sample(np.full(40000, 3.5), seed=3)[:, 0] > q995)
+    assert tail[True] == pytest.approx(0.005, rel=0.3)
+    assert tail[False] < 0.5 * tail[True]
+    lo, hi = flow.scaler_.lo_, flow.scaler_.hi_
+    g0 = np.r_[np.linspace(lo[0], 0.3, 600), np.linspace(0.3, hi[0], 300)[1:]]
+    g1 = np.linspace(lo[1], hi[1], 300)
+    grid = np.stack(np.meshgrid(g0, g1, indexing="ij"), -1).reshape(-1, 2)
+    dens = np.exp(flow.log_prob(grid, np.full(len(grid), 3.5))).reshape(len(g0), len(g1))
+    assert np.trapezoid(np.trapezoid(dens, g1, axis=1), g0) == pytest.approx(1.0, abs=0.01)
+    z = flow.latent(x[:5], m[:5])
+    with torch.no_grad():
+        base = flow.models_[0].from_base(torch.as_tensor(z, dtype=torch.float32), flow._context(m[:5]))
+    np.testing.assert_allclose(flow._inverse(base.double().numpy()), x[:5], rtol=1e-3, atol=1e-4)
+
+
 def test_bootstrap_flow_trains_on_a_resample_and_validates_out_of_bag():
     rng = np.random.default_rng(30)
     m = rng.uniform(3.0, 4.0, 600)
