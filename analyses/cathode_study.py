@@ -759,6 +759,11 @@ def main(argv: list[str] | None = None) -> int:
         "min_samples_leaf=200; repeatable",
     )
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes (seeds / closure parts)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the closure jobs a cut-short run with the same configuration left in OUT_DIR/partial",
+    )
     parser.add_argument("--data", help="background of the search data (embedded set name or LHCO file)")
     parser.add_argument(
         "--reference",
@@ -840,6 +845,10 @@ def main(argv: list[str] | None = None) -> int:
     if "CATHODE" not in cfg.methods:
         cfg = replace(cfg, methods=("CATHODE", *cfg.methods))
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        done = _partial_results(args.out_dir / "partial", cfg, args.resume)
+    except InputError as exc:
+        parser.error(str(exc))
 
     arrays, info = _prepare(cfg)
     print(
@@ -855,7 +864,7 @@ def main(argv: list[str] | None = None) -> int:
         for j in range(cfg.closure_splits)
         for w in cfg.closure_windows
     ]
-    results = _run(jobs, args.jobs, args.out_dir / "partial")
+    results = _run(jobs, args.jobs, args.out_dir / "partial", done)
     scan = [r for kind, r in results if kind == "scan"]
     closure = [r for kind, r in results if kind == "closure"]
     summary = summarize(cfg, scan, closure)
@@ -890,9 +899,39 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run(jobs: list[tuple[str, tuple]], n_jobs: int, partial: Path | None = None) -> list[tuple[str, dict]]:
+def _partial_results(partial: Path, cfg: StudyConfig, resume: bool) -> dict[int, tuple[str, dict]]:
+    """The finished jobs of a cut-short run in ``partial`` (``{job index: (kind, result)}``) with ``resume``, after
+    checking that the run had this configuration (``partial/config.json``); record the configuration. Only closure
+    jobs are reused."""
+    from calinfer.errors import InputError
+    from calinfer.io import atomic_output
+    from calinfer.io.metadata import json_default
+
+    record = json.loads(json.dumps(asdict(cfg), default=json_default))
+    path = partial / "config.json"
+    done: dict[int, tuple[str, dict]] = {}
+    if resume:
+        if not path.is_file():
+            raise InputError(f"--resume: {path} does not exist (no cut-short run of this study to resume)")
+        if json.loads(path.read_text()) != record:
+            raise InputError(f"--resume: the run in {partial.parent} had another configuration ({path})")
+        for job in sorted(partial.glob("[0-9][0-9][0-9].json")):
+            kind, result = json.loads(job.read_text())
+            if kind == "closure":  # scans hold arrays (curves) that JSON does not give back: they run again
+                done[int(job.stem)] = (kind, result)
+        print(f"resuming: {len(done)} finished closure jobs from {partial}", flush=True)
+    partial.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(record))
+    return done
+
+
+def _run(
+    jobs: list[tuple[str, tuple]], n_jobs: int, partial: Path | None = None, done: dict | None = None
+) -> list[tuple[str, dict]]:
     """Run scan / closure jobs inline or on a process pool; print each (with its CPU time) as it finishes and
-    write it to ``partial/<job>.json`` (kept if the run is cut short). Results come back in job order."""
+    write it to ``partial/<job>.json`` (kept if the run is cut short). Jobs in ``done`` (index -> (kind, result),
+    see :func:`_partial_results`) are not run again. Results come back in job order."""
     from concurrent.futures import ProcessPoolExecutor
 
     from calinfer.parallel import CompletionQueue
@@ -908,17 +947,18 @@ def _run(jobs: list[tuple[str, tuple]], n_jobs: int, partial: Path | None = None
             return f"scan seed {r['seed']}: {r['wall_s']:.0f} s (flows {r['flows_s']:.0f} s){cpu}"
         return f"closure part {r['part']} window {r['window']}: {r['wall_s']:.0f} s{cpu}"
 
+    done = done or {}
+    results: list = [done.get(i) for i in range(len(jobs))]
+    todo = [i for i in range(len(jobs)) if results[i] is None or results[i][0] != jobs[i][0]]
     if n_jobs <= 1:
-        results = []
-        for i, item in enumerate(jobs):
-            results.append(_dispatch(item))
-            print(describe(i, *results[-1]), flush=True)
+        for i in todo:
+            results[i] = _dispatch(jobs[i])
+            print(describe(i, *results[i]), flush=True)
         return results
     with ProcessPoolExecutor(max_workers=n_jobs) as pool:
         finished = CompletionQueue()
-        for i, item in enumerate(jobs):
-            finished.add(pool.submit(_dispatch, item), i)
-        results: list = [None] * len(jobs)
+        for i in todo:
+            finished.add(pool.submit(_dispatch, jobs[i]), i)
         for future, i in finished:
             results[i] = future.result()
             print(describe(i, *results[i]), flush=True)
