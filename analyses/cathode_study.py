@@ -96,6 +96,8 @@ class StudyConfig:
             "n_res_blocks": 2,
             "n_best_epochs": 5,
             "bootstrap": True,
+            "gaussianize": True,
+            "gaussianize_knots": 32,
         }
     )
     classifier: dict = field(default_factory=lambda: {"epochs": 20, "batch_size": 512, "n_best_epochs": 5})
