@@ -51,7 +51,9 @@ class DensityEstimator:
     identity on a normal base, and the flow cannot put enough events there (``analyses/flow_nll_screen.py``).
     ``gaussianize_knots`` normal levels evenly spaced in ±3.5 carry the map: the model is then a quantile histogram
     of the training events refined by the flow, so too many knots imprint their sampling noise (measured best:
-    16-24 knots for 4k events, 32-48 for 46k; 32 by default). ``gaussianize=False`` is the recipe before stop 22.
+    16-24 knots for 4k events, 32-48 for 46k; 32 by default). Like the logit bounds, the map is fitted on all the
+    events given to :meth:`fit` (validation ones included; a knot moves by O(1/N) per event). ``gaussianize=False``
+    is the recipe before stop 22.
 
     ``flatten_mass``: exponent ``a`` of training weights ``w(m) ~ p(m)^-a`` (``p`` a histogram of the training
     masses in ``mass_bins`` bins; weights normalised to mean 1, training and validation loss alike). The
