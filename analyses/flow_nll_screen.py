@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     rows, logps = [], {}
     for name, options in recipes:
         t0 = time.time()
-        seed = args.seed + 1000 * options.pop("seed_offset", 0)
-        flow = DensityEstimator(**{**base, **options}, seed=seed).fit(x[sets["train"]], m[sets["train"]])
+        flow_options = {k: v for k, v in options.items() if k != "seed_offset"}
+        seed = args.seed + 1000 * options.get("seed_offset", 0)
+        flow = DensityEstimator(**{**base, **flow_options}, seed=seed).fit(x[sets["train"]], m[sets["train"]])
         logps[name] = {k: flow.log_prob(x[idx], m[idx]) for k, idx in sets.items()}
         generated = flow.sample(np.repeat(m[sr], args.oversample), seed=args.seed + 1)
         rows.append(
