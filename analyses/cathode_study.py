@@ -61,7 +61,17 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["StudyConfig", "closure_task", "load_frame", "main", "parse_options", "scan_task", "summarize"]
+__all__ = [
+    "StudyConfig",
+    "add_window_arguments",
+    "closure_task",
+    "load_frame",
+    "main",
+    "parse_options",
+    "scan_task",
+    "summarize",
+    "window_of",
+]
 
 METHODS = ("CATHODE", "idealized AD", "CWoLa", "ANODE", "supervised", "CATHODE matched")
 _METHOD_KEYS = dict(
@@ -125,6 +135,23 @@ def parse_options(items: list[str]) -> dict:
             raise InputError(f"options need KEY=VALUE, got {item!r}")
         options[key] = json.loads(value)
     return options
+
+
+def add_window_arguments(
+    parser: argparse.ArgumentParser, data_help: str = "embedded dijet set or LHCO file (background only)"
+) -> None:
+    """``--data`` (default ``dijets-qcd``), ``--signal-region`` and ``--sidebands`` (TeV) of the flow diagnostics
+    (``crossfit_bias.py``, ``flow_fidelity.py``, ``flow_nll_screen.py``); :func:`window_of` reads the last two."""
+    parser.add_argument("--data", default="dijets-qcd", help=data_help)
+    parser.add_argument("--signal-region", type=float, nargs=2, default=(3.3, 3.7), metavar=("LOW", "HIGH"))
+    parser.add_argument("--sidebands", type=float, nargs=2, default=(2.8, 5.0), metavar=("LOW", "HIGH"))
+
+
+def window_of(args: argparse.Namespace):
+    """The :class:`~calinfer.resonant.SignalRegion` of the options :func:`add_window_arguments` added."""
+    from calinfer.resonant import SignalRegion
+
+    return SignalRegion(*args.signal_region, *args.sidebands)
 
 
 def load_frame(name_or_path: str, extra: tuple[str, ...] = ()):

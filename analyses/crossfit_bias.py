@@ -40,14 +40,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from cathode_study import StudyConfig, load_frame, parse_options  # the sibling script (sys.path[0] is this directory)
+from cathode_study import (  # the sibling script (sys.path[0] is this directory)
+    StudyConfig,
+    add_window_arguments,
+    load_frame,
+    parse_options,
+    window_of,
+)
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import StratifiedKFold
 
 from calinfer.errors import InputError
 from calinfer.io import atomic_output
 from calinfer.io.lhco import STANDARD_FEATURES
-from calinfer.resonant import DensityEstimator, MassSampler, SignalRegion
+from calinfer.resonant import DensityEstimator, MassSampler
 
 __all__ = ["main", "pass_excess"]
 
@@ -79,7 +85,7 @@ def pass_excess(
 
 
 def one_seed(args: argparse.Namespace, seed: int, m: np.ndarray, x: np.ndarray) -> dict:
-    window = SignalRegion(*args.signal_region, *args.sidebands)
+    window = window_of(args)
     rng = np.random.default_rng(seed)
     sr = np.flatnonzero(window.in_sr(m))
     if args.null:
@@ -126,9 +132,7 @@ def one_seed(args: argparse.Namespace, seed: int, m: np.ndarray, x: np.ndarray) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="dijets-qcd", help="embedded dijet set or LHCO file (background only)")
-    parser.add_argument("--signal-region", type=float, nargs=2, default=(3.3, 3.7), metavar=("LOW", "HIGH"))
-    parser.add_argument("--sidebands", type=float, nargs=2, default=(2.8, 5.0), metavar=("LOW", "HIGH"))
+    add_window_arguments(parser)
     parser.add_argument("--seeds", default="0,1,2,3")
     parser.add_argument("--oversample", type=int, default=4)
     parser.add_argument("--flow-option", action="append", default=[], metavar="KEY=VALUE", help="JSON value")

@@ -32,7 +32,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from cathode_study import StudyConfig  # the sibling script (sys.path[0] is this directory)
+from cathode_study import (  # the sibling script (sys.path[0] is this directory)
+    StudyConfig,
+    add_window_arguments,
+    window_of,
+)
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import cross_val_predict
@@ -41,7 +45,7 @@ from calinfer import datasets
 from calinfer.io import atomic_output
 from calinfer.io.lhco import STANDARD_FEATURES
 from calinfer.io.metadata import json_default
-from calinfer.resonant import DensityEstimator, SignalRegion
+from calinfer.resonant import DensityEstimator
 
 __all__ = ["compare", "main"]
 
@@ -109,9 +113,7 @@ def weights(reweighter: HistGradientBoostingClassifier, x: np.ndarray, m: np.nda
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="dijets-qcd", help="embedded dijet set (background only)")
-    parser.add_argument("--signal-region", type=float, nargs=2, default=(3.3, 3.7), metavar=("LOW", "HIGH"))
-    parser.add_argument("--sidebands", type=float, nargs=2, default=(2.8, 5.0), metavar=("LOW", "HIGH"))
+    add_window_arguments(parser, data_help="embedded dijet set (background only)")
     parser.add_argument("--oversample", type=int, default=4)
     parser.add_argument("--holdout", type=float, default=0.5, help="fraction of sideband events not trained on")
     parser.add_argument("--seed", type=int, default=0)
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     d = datasets.load_dijets(args.data)
     m, x = d["mjj"].to_numpy(), d[list(STANDARD_FEATURES)].to_numpy()
-    window = SignalRegion(*args.signal_region, *args.sidebands)
+    window = window_of(args)
     sb, sr = window.in_sidebands(m), window.in_sr(m)
     held_out = sb & (np.random.default_rng(args.seed).random(len(m)) < args.holdout)
     trained = sb & ~held_out

@@ -31,12 +31,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from cathode_study import StudyConfig, load_frame, parse_options  # the sibling script (sys.path[0] is this directory)
+from cathode_study import (  # the sibling script (sys.path[0] is this directory)
+    StudyConfig,
+    add_window_arguments,
+    load_frame,
+    parse_options,
+    window_of,
+)
 
 from calinfer.errors import InputError
 from calinfer.io import atomic_output
 from calinfer.io.lhco import STANDARD_FEATURES
-from calinfer.resonant import DensityEstimator, SignalRegion
+from calinfer.resonant import DensityEstimator
 
 __all__ = ["main", "parse_recipe", "tail_ratios"]
 
@@ -62,9 +68,7 @@ def tail_ratios(x_data: np.ndarray, x_generated: np.ndarray, tail: float = 0.002
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="dijets-qcd", help="embedded dijet set or LHCO file (background only)")
-    parser.add_argument("--signal-region", type=float, nargs=2, default=(3.3, 3.7), metavar=("LOW", "HIGH"))
-    parser.add_argument("--sidebands", type=float, nargs=2, default=(2.8, 5.0), metavar=("LOW", "HIGH"))
+    add_window_arguments(parser)
     parser.add_argument("--recipe", action="append", required=True, metavar="NAME:KEY=VALUE,...")
     parser.add_argument("--seed", type=int, default=0, help="sideband split and flow initialisation")
     parser.add_argument("--train-fraction", type=float, default=0.5, help="share of the sidebands trained on")
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     d = load_frame(args.data)
     m, x = d["mjj"].to_numpy(np.float64), d[list(STANDARD_FEATURES)].to_numpy(np.float64)
-    window = SignalRegion(*args.signal_region, *args.sidebands)
+    window = window_of(args)
     rng = np.random.default_rng(args.seed)
     sb, sr = np.flatnonzero(window.in_sidebands(m)), np.flatnonzero(window.in_sr(m))
     train = rng.random(len(sb)) < args.train_fraction
