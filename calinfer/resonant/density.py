@@ -43,7 +43,8 @@ class DensityEstimator:
     ``unbounded``: indices of features without a natural bound, only standardised (see
     :class:`~calinfer.resonant.preprocessing.LogitScaler`).
 
-    ``gaussianize``: after the logit scaling, each coordinate goes through a fixed monotone piecewise-linear map
+    ``gaussianize``: after the logit scaling, each logit-mapped coordinate (not the ``unbounded`` ones, taken as
+    near-normal already) goes through a fixed monotone piecewise-linear map
     of its training quantiles onto normal quantiles (:class:`calinfer.preprocessing.MarginalGaussianize`, its
     log-Jacobian included), so the flow starts from normal marginals and learns the correlations and the m_jj
     dependence. Without it, a heavy-tailed feature (the lighter jet mass: 0.9% of the sideband events beyond 3
@@ -145,9 +146,13 @@ class DensityEstimator:
         torch_gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         self.n_features_ = x.shape[1]
         self.scaler_ = LogitScaler(unbounded=self.unbounded).fit(x)
+        # the Gaussianization acts on the logit-mapped features; ``unbounded`` ones are taken as near-normal
+        self.gaussianized_ = np.flatnonzero(self.scaler_.logit_ & self.gaussianize)
         self.gaussianizer_ = (
-            MarginalGaussianize.fit(self.scaler_.transform(x)[0], n_knots=self.gaussianize_knots)
-            if self.gaussianize
+            MarginalGaussianize.fit(
+                self.scaler_.transform(x)[0][:, self.gaussianized_], n_knots=self.gaussianize_knots
+            )
+            if len(self.gaussianized_)
             else None
         )
         self.m_mean_, self.m_std_ = float(m.mean()), float(max(m.std(), 1e-12))
@@ -208,14 +213,17 @@ class DensityEstimator:
         """Features ``x`` (N, D) -> the flow's coordinates and ``log|det dz/dx|`` (float64)."""
         z, logdet = self.scaler_.transform(x)
         if self.gaussianizer_ is not None:
-            zt, extra = self.gaussianizer_.forward(torch.as_tensor(z))
-            z, logdet = zt.numpy(), logdet + extra.numpy()
+            cols = self.gaussianized_
+            zt, extra = self.gaussianizer_.forward(torch.as_tensor(z[:, cols]))
+            z[:, cols], logdet = zt.numpy(), logdet + extra.numpy()
         return z, logdet
 
     def _inverse(self, z: np.ndarray) -> np.ndarray:
         """The flow's coordinates (N, D) -> features."""
         if self.gaussianizer_ is not None:
-            z = self.gaussianizer_.inverse(torch.as_tensor(z))[0].numpy()
+            z = z.copy()
+            cols = self.gaussianized_
+            z[:, cols] = self.gaussianizer_.inverse(torch.as_tensor(z[:, cols]))[0].numpy()
         return self.scaler_.inverse(z)
 
     def _mass_weights(self, m: np.ndarray) -> np.ndarray:
