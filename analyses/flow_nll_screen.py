@@ -16,6 +16,10 @@ difference to the first recipe with its standard error; and the tails: generated
 (``--oversample`` times as many), the data / generated ratio beyond each feature's 0.2% and 99.8% signal-region
 quantiles (a flow that cannot reach a feature's tail shows a ratio far above 1 there).
 
+``--noise-features N`` appends N standard-normal features (unbounded) to every event and subtracts their known
+log-density from each recipe's log p; a recipe with ``drop_noise=true`` trains on the standard features alone,
+so its paired difference to a recipe with the noise is the KL divergence the noise features add to the model.
+
 Example (one core; about a minute per recipe)::
 
     python analyses/flow_nll_screen.py --recipe base: --recipe h256:hidden=256 --out runs/nll_screen/h256.json
@@ -76,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mixture", action="store_true", help="also score the equal-weight mixture of all recipes' densities"
     )
+    parser.add_argument(
+        "--noise-features",
+        type=int,
+        default=0,
+        help="append this many N(0, 1) features (unbounded); their known log-density is subtracted from log p",
+    )
     parser.add_argument("--out", type=Path, required=True, help="JSON output file (not overwritten)")
     args = parser.parse_args(argv)
     if args.out.exists():
@@ -88,27 +98,41 @@ def main(argv: list[str] | None = None) -> int:
 
     d = load_frame(args.data)
     m, x = d["mjj"].to_numpy(np.float64), d[list(STANDARD_FEATURES)].to_numpy(np.float64)
+    n_std, n_noise = x.shape[1], args.noise_features
+    noise = np.random.default_rng([777, args.seed]).normal(size=(len(x), n_noise))
+    x = np.c_[x, noise]
+    # the noise features' true log-density: subtracted, every recipe's mean log p is that of the standard
+    # features, and the difference to a recipe without noise (``drop_noise=true``) is the KL the noise adds
+    noise_log_density = -0.5 * (noise**2).sum(axis=1) - 0.5 * n_noise * np.log(2 * np.pi)
     window = window_of(args)
     rng = np.random.default_rng(args.seed)
     sb, sr = np.flatnonzero(window.in_sidebands(m)), np.flatnonzero(window.in_sr(m))
     train = rng.random(len(sb)) < args.train_fraction
     sets = {"train": sb[train], "sideband_held_out": sb[~train], "signal_region": sr}
-    base = {**StudyConfig().flow, "bootstrap": False}
+    base = {**StudyConfig().flow, "bootstrap": False, "unbounded": tuple(range(n_std, n_std + n_noise))}
+    pseudo = ("seed_offset", "drop_noise")  # recipe options that are not the flow's
     rows, logps = [], {}
     for name, options in recipes:
         t0 = time.time()
-        flow_options = {k: v for k, v in options.items() if k != "seed_offset"}
+        flow_options = {k: v for k, v in options.items() if k not in pseudo}
         seed = args.seed + 1000 * options.get("seed_offset", 0)
-        flow = DensityEstimator(**{**base, **flow_options}, seed=seed).fit(x[sets["train"]], m[sets["train"]])
-        logps[name] = {k: flow.log_prob(x[idx], m[idx]) for k, idx in sets.items()}
-        generated = flow.sample(np.repeat(m[sr], args.oversample), seed=args.seed + 1)
+        drop = bool(options.get("drop_noise", False))
+        cols = slice(0, n_std) if drop else slice(None)
+        if drop:
+            flow_options["unbounded"] = ()
+        flow = DensityEstimator(**{**base, **flow_options}, seed=seed).fit(x[sets["train"], cols], m[sets["train"]])
+        logps[name] = {
+            k: flow.log_prob(x[idx, cols], m[idx]) - (0.0 if drop else noise_log_density[idx])
+            for k, idx in sets.items()
+        }
+        generated = flow.sample(np.repeat(m[sr], args.oversample), seed=args.seed + 1)[:, :n_std]
         rows.append(
             {
                 "recipe": name,
                 "options": options,
                 "fit_s": time.time() - t0,
                 "best_epochs": flow.best_epochs_,
-                "tails": tail_ratios(x[sr], generated),
+                "tails": tail_ratios(x[sr, :n_std], generated),
             }
         )
         print(f"{name}: trained in {rows[-1]['fit_s']:.0f} s, best epochs {flow.best_epochs_}", flush=True)
