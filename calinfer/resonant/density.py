@@ -149,9 +149,7 @@ class DensityEstimator:
         # the Gaussianization acts on the logit-mapped features; ``unbounded`` ones are taken as near-normal
         self.gaussianized_ = np.flatnonzero(self.scaler_.logit_ & self.gaussianize)
         self.gaussianizer_ = (
-            MarginalGaussianize.fit(
-                self.scaler_.transform(x)[0][:, self.gaussianized_], n_knots=self.gaussianize_knots
-            )
+            MarginalGaussianize.fit(self.scaler_.transform(x)[0][:, self.gaussianized_], n_knots=self.gaussianize_knots)
             if len(self.gaussianized_)
             else None
         )
