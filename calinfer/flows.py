@@ -74,6 +74,7 @@ class FlowConfig:
     n_bins: spline bins.
     tail_bound: the splines act on ``[-tail_bound, tail_bound]`` and are the identity outside.
     activation: one of :data:`ACTIVATIONS`.
+    dropout: dropout probability inside the residual blocks of the parameter networks (training only).
     seed: seed of the weight initialisation and of the permutations between blocks.
     """
 
@@ -86,6 +87,7 @@ class FlowConfig:
     n_bins: int = 8
     tail_bound: float = 5.0
     activation: str = "silu"
+    dropout: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -93,6 +95,8 @@ class FlowConfig:
             raise ValueError(f"flow kind must be one of {_KINDS}, not {self.kind!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, not {self.activation!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.dim < 1 or (self.kind == "coupling" and self.dim < 2):
             raise ValueError(f"a {self.kind} flow needs dim >= {2 if self.kind == 'coupling' else 1}, got {self.dim}")
 
@@ -134,6 +138,7 @@ class _Coupling(nf.flows.Flow):
                 context_features=config.context_dim,
                 num_blocks=config.n_res_blocks,
                 activation=activation(),
+                dropout_probability=config.dropout,
             )
             nn.init.zeros_(net.final_layer.weight)
             # zero widths/heights give equal bins; this bias gives unit derivatives: the identity map
@@ -183,6 +188,7 @@ class ConditionalFlow(nn.Module):
                             num_bins=config.n_bins,
                             tail_bound=config.tail_bound,
                             activation=ACTIVATIONS[config.activation],
+                            dropout_probability=config.dropout,
                             permute_mask=False,
                             init_identity=True,
                         )

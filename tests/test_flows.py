@@ -28,7 +28,7 @@ def test_log_det_matches_autograd_jacobian(kind: str) -> None:
     c = torch.randn(6, 2, generator=gen, dtype=torch.float64)
     _, log_det = flow.to_base(x, c)
     for i in range(len(x)):
-        jac = torch.autograd.functional.jacobian(lambda xi, i=i: flow.to_base(xi[None], c[i:i + 1])[0][0], x[i])
+        jac = torch.autograd.functional.jacobian(lambda xi, i=i: flow.to_base(xi[None], c[i : i + 1])[0][0], x[i])
         assert torch.allclose(log_det[i], torch.linalg.slogdet(jac)[1], atol=1e-9)
     # the density is that of a standard normal pushed through the map
     z, _ = flow.to_base(x, c)
@@ -64,6 +64,29 @@ def test_density_integrates_to_one(kind: str, scale: float) -> None:
         assert float(torch.exp(log_p).sum()) * h * h == pytest.approx(1.0, abs=3e-3)
         # and the flow is far from its standard normal base near the origin
         assert float((log_p - base)[grid.norm(dim=1) < 2].abs().max()) > 0.5
+
+
+@pytest.mark.parametrize("kind", ["autoregressive", "coupling"])
+def test_dropout_acts_only_while_training(kind: str) -> None:
+    flow = ConditionalFlow(FlowConfig(dim=2, context_dim=1, kind=kind, n_blocks=3, hidden=16, dropout=0.3, seed=3))
+    gen = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    flow = flow.double()
+    t = torch.linspace(-10, 10, 301, dtype=torch.float64)
+    grid = torch.stack([g.ravel() for g in torch.meshgrid(t, t, indexing="ij")], dim=1)
+    ctx = torch.full((len(grid), 1), 0.7, dtype=torch.float64)
+    with torch.no_grad():
+        flow.train()  # dropout masks: a different network per call
+        inner = grid[grid.norm(dim=1) < 2][:50]  # inside the tail bound, where the networks act
+        assert not torch.allclose(flow.log_prob(inner, ctx[:50]), flow.log_prob(inner, ctx[:50]))
+        flow.eval()  # the fitted density: deterministic and normalised
+        log_p = flow.log_prob(grid, ctx)
+        assert torch.equal(log_p, flow.log_prob(grid, ctx))
+    assert float(torch.exp(log_p).sum()) * float(t[1] - t[0]) ** 2 == pytest.approx(1.0, abs=3e-3)
+    with pytest.raises(ValueError):
+        FlowConfig(dim=2, context_dim=1, dropout=1.0)
 
 
 def test_identity_initialisation_and_float64() -> None:
@@ -107,8 +130,11 @@ def test_closure_conditional_gaussian_is_recovered() -> None:
             opt.param_groups[0]["lr"] = 1e-3
     x_test, c_test, logp_true = draw(4000)
     with torch.no_grad():
-        logp_flow = flow.log_prob(torch.as_tensor(x_test, dtype=torch.float32),
-                                  torch.as_tensor(c_test, dtype=torch.float32)).double().numpy()
+        logp_flow = (
+            flow.log_prob(torch.as_tensor(x_test, dtype=torch.float32), torch.as_tensor(c_test, dtype=torch.float32))
+            .double()
+            .numpy()
+        )
         samples = flow.sample(torch.as_tensor(c_test, dtype=torch.float32), torch.Generator().manual_seed(1)).numpy()
     # mean log-likelihood within 0.05 nats of the truth (KL(p||q) >= 0 bounds it from above)
     gap = logp_true.mean() - logp_flow.mean()

@@ -30,8 +30,9 @@ __all__ = ["DensityEstimator"]
 class DensityEstimator:
     """Spline flow for p(x | m), scikit-learn style (``fit``, ``log_prob``, ``sample``, ``latent``).
 
-    Parameters: ``n_blocks`` autoregressive RQ-spline blocks (``n_res_blocks`` residual blocks of
-    ``hidden`` units, ``n_bins`` bins on ``[-tail_bound, tail_bound]``) separated by permutations;
+    Parameters: ``n_blocks`` RQ-spline blocks of ``kind`` ``"autoregressive"`` or ``"coupling"`` (see
+    :class:`~calinfer.flows.FlowConfig`; ``n_res_blocks`` residual blocks of ``hidden`` units, ``dropout`` in
+    them while training, ``n_bins`` bins on ``[-tail_bound, tail_bound]``) separated by permutations;
     Adam with learning rate ``lr`` and cosine decay over ``epochs``; a random
     ``val_fraction`` of the training events selects the ``n_best_epochs`` kept models.
 
@@ -69,11 +70,13 @@ class DensityEstimator:
     def __init__(
         self,
         *,
+        kind: str = "autoregressive",
         n_blocks: int = 4,
         hidden: int = 128,
         n_res_blocks: int = 2,
         n_bins: int = 8,
         tail_bound: float = 4.0,
+        dropout: float = 0.0,
         epochs: int = 50,
         batch_size: int = 1024,
         lr: float = 1e-3,
@@ -88,11 +91,13 @@ class DensityEstimator:
         bootstrap: bool = False,
         seed: int = 0,
     ) -> None:
+        self.kind = kind
         self.n_blocks = n_blocks
         self.hidden = hidden
         self.n_res_blocks = n_res_blocks
         self.n_bins = n_bins
         self.tail_bound = tail_bound
+        self.dropout = dropout
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -112,12 +117,13 @@ class DensityEstimator:
         config = FlowConfig(
             dim=n_features,
             context_dim=1,
-            kind="autoregressive",
+            kind=self.kind,
             n_blocks=self.n_blocks,
             hidden=self.hidden,
             n_res_blocks=self.n_res_blocks,
             n_bins=self.n_bins,
             tail_bound=self.tail_bound,
+            dropout=self.dropout,
             seed=self.seed,
         )
         return ConditionalFlow(config)
