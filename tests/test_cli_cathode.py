@@ -51,6 +51,7 @@ def test_cathode_command_writes_summary_and_plots(tmp_path, classifier, latent):
         "--sidebands", "2.8", "4.6", "--n-flows", "4", "--flow-epochs", "4", "--classifier-epochs", "4",
         "--folds", "2", "--oversample", "2", "--efficiency", "0.2", "--efficiency", "0.05", "--baselines", "cwola",
         "--classifier", classifier, "--out", str(out), *(["--latent", "--calibration", "pooled"] if latent else []),
+        *(["--flow-kind", "coupling"] if classifier == "hgb" and not latent else []),
     ]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
@@ -58,6 +59,8 @@ def test_cathode_command_writes_summary_and_plots(tmp_path, classifier, latent):
     assert summary["s_over_b_sr"] == pytest_approx(0.1)
     assert summary["config"]["classifier_kind"] == classifier
     assert summary["config"]["latent"] is latent
+    kind = "coupling" if classifier == "hgb" and not latent else "autoregressive"
+    assert summary["config"]["flow"]["kind"] == kind
     assert [c["background_efficiency"] for c in summary["cuts"]] == [0.2, 0.05]
     cut = summary["cuts"][0]
     # the quoted Z is Cowan's closed form for n observed over b +- sigma_b, direct and calibrated estimate alike

@@ -78,6 +78,14 @@ def _resolve(item: str) -> str:
 )
 @click.option("--flow-epochs", type=int, default=50, show_default=True)
 @click.option(
+    "--flow-kind",
+    type=click.Choice(["autoregressive", "coupling"]),
+    default="autoregressive",
+    show_default=True,
+    help="Spline blocks of the density estimators: masked autoregressive, or coupling (with many weak or "
+    "uninformative features it learns less spurious structure from them; see README, CATHODE stop 24).",
+)
+@click.option(
     "--classifier",
     "classifier_kind",
     type=click.Choice(["mlp", "hgb"]),
@@ -142,6 +150,7 @@ def cathode(
     baselines: str,
     n_flows: int,
     flow_epochs: int,
+    flow_kind: str,
     classifier_kind: str,
     classifier_epochs: int,
     oversample: float,
@@ -202,7 +211,7 @@ def cathode(
             n_folds=folds,
             cross_fit=cross_fit,
             latent=latent,
-            flow={"epochs": flow_epochs, "bootstrap": True},
+            flow={"epochs": flow_epochs, "kind": flow_kind, "bootstrap": True},
             classifier={"epochs": classifier_epochs} if classifier_kind == "mlp" else {},
             classifier_kind=classifier_kind,
             efficiencies=tuple(efficiencies),
