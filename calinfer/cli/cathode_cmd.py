@@ -83,7 +83,8 @@ def _resolve(item: str) -> str:
     default="autoregressive",
     show_default=True,
     help="Spline blocks of the density estimators: masked autoregressive, or coupling (with many weak or "
-    "uninformative features it learns less spurious structure from them; see README, CATHODE stop 24).",
+    "uninformative features it learns less spurious structure from them, but on a few features and small samples "
+    "its background estimate closes worse; see README, CATHODE stop 24).",
 )
 @click.option(
     "--classifier",
