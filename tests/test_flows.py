@@ -10,14 +10,24 @@ from scipy import stats
 from calinfer.flows import ConditionalFlow, FlowConfig
 
 
-def random_flow(kind: str, dim: int = 3, context_dim: int = 2, seed: int = 0, scale: float = 0.3) -> ConditionalFlow:
-    """A small flow whose weights are pushed away from the identity initialisation."""
-    flow = ConditionalFlow(FlowConfig(dim=dim, context_dim=context_dim, kind=kind, n_blocks=3, hidden=16, seed=seed))
+def random_flow(
+    kind: str, dim: int = 3, context_dim: int = 2, seed: int = 0, scale: float = 0.3, dropout: float = 0.0
+) -> ConditionalFlow:
+    """A small flow whose weights are pushed away from the identity initialisation (in eval mode)."""
+    config = FlowConfig(dim=dim, context_dim=context_dim, kind=kind, n_blocks=3, hidden=16, dropout=dropout, seed=seed)
+    flow = ConditionalFlow(config)
     gen = torch.Generator().manual_seed(seed + 100)
     with torch.no_grad():
         for p in flow.parameters():
             p.add_(scale * torch.randn(p.shape, generator=gen))
     return flow.double().eval()
+
+
+def plane_grid() -> tuple[torch.Tensor, float]:
+    """Points of a 301 x 301 grid on [-10, 10]^2 (float64) and the area of one cell."""
+    t = torch.linspace(-10, 10, 301, dtype=torch.float64)
+    xx, yy = torch.meshgrid(t, t, indexing="ij")
+    return torch.stack([xx.ravel(), yy.ravel()], dim=1), float(t[1] - t[0]) ** 2
 
 
 @pytest.mark.parametrize("kind", ["autoregressive", "coupling"])
@@ -52,30 +62,21 @@ def test_sampling_inverts_density_map(kind: str) -> None:
 @pytest.mark.parametrize(("kind", "scale"), [("autoregressive", 0.06), ("coupling", 0.15)])
 def test_density_integrates_to_one(kind: str, scale: float) -> None:
     flow = random_flow(kind, dim=2, context_dim=1, seed=7, scale=scale)
-    t = torch.linspace(-10, 10, 301, dtype=torch.float64)
-    xx, yy = torch.meshgrid(t, t, indexing="ij")
-    grid = torch.stack([xx.ravel(), yy.ravel()], dim=1)
-    h = float(t[1] - t[0])
+    grid, cell = plane_grid()
     base = -0.5 * (grid**2).sum(dim=1) - np.log(2 * np.pi)
     for c in (-1.5, 2.0):
         ctx = torch.full((len(grid), 1), c, dtype=torch.float64)
         with torch.no_grad():
             log_p = flow.log_prob(grid, ctx)
-        assert float(torch.exp(log_p).sum()) * h * h == pytest.approx(1.0, abs=3e-3)
+        assert float(torch.exp(log_p).sum()) * cell == pytest.approx(1.0, abs=3e-3)
         # and the flow is far from its standard normal base near the origin
         assert float((log_p - base)[grid.norm(dim=1) < 2].abs().max()) > 0.5
 
 
 @pytest.mark.parametrize("kind", ["autoregressive", "coupling"])
 def test_dropout_acts_only_while_training(kind: str) -> None:
-    flow = ConditionalFlow(FlowConfig(dim=2, context_dim=1, kind=kind, n_blocks=3, hidden=16, dropout=0.3, seed=3))
-    gen = torch.Generator().manual_seed(9)
-    with torch.no_grad():
-        for p in flow.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    flow = flow.double()
-    t = torch.linspace(-10, 10, 301, dtype=torch.float64)
-    grid = torch.stack([g.ravel() for g in torch.meshgrid(t, t, indexing="ij")], dim=1)
+    flow = random_flow(kind, dim=2, context_dim=1, seed=3, scale=0.1, dropout=0.3)
+    grid, cell = plane_grid()
     ctx = torch.full((len(grid), 1), 0.7, dtype=torch.float64)
     with torch.no_grad():
         flow.train()  # dropout masks: a different network per call
@@ -84,7 +85,7 @@ def test_dropout_acts_only_while_training(kind: str) -> None:
         flow.eval()  # the fitted density: deterministic and normalised
         log_p = flow.log_prob(grid, ctx)
         assert torch.equal(log_p, flow.log_prob(grid, ctx))
-    assert float(torch.exp(log_p).sum()) * float(t[1] - t[0]) ** 2 == pytest.approx(1.0, abs=3e-3)
+    assert float(torch.exp(log_p).sum()) * cell == pytest.approx(1.0, abs=3e-3)
     with pytest.raises(ValueError):
         FlowConfig(dim=2, context_dim=1, dropout=1.0)
 
