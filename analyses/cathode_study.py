@@ -15,10 +15,12 @@ pool that only trains the supervised classifier. Signal region 3.3-3.7 TeV, side
      sidebands, each fold classifier trains against one group, and the background after a cut is
      estimated from the other (``Cathode(cross_fit=True)``);
    * idealized AD: the same classifier against the true background of the reference sample;
-   * CATHODE matched (``cathode-matched``): CATHODE with the same flows but as many generated events as the
-     idealized AD has reference events, the comparison at equal reference size (the reference sample
-     holds about half as many signal-region events as the data, CATHODE generates ``--oversample`` times
-     as many);
+   * CATHODE matched (``cathode-matched``): CATHODE with the same flows, every classifier trained against as
+     many generated events as every idealized-AD classifier has reference events (``matched_oversample``; with
+     cross fitting and 5 folds 1.6 times the reference in all, half of it per group; before stop 25 the
+     generated sample in all was as large as the reference, which left each classifier 0.5 against 0.8
+     reference samples), the comparison at equal reference size (the reference sample holds about half as many
+     signal-region events as the data, CATHODE generates ``--oversample`` times as many);
    * CWoLa: signal region against the sidebands;
    * ANODE: density ratio of a k-fold flow on the signal region and the first CATHODE flow;
    * supervised: the classifier trained on the supervised signal pool against the reference background.
@@ -67,6 +69,7 @@ __all__ = [
     "closure_task",
     "load_frame",
     "main",
+    "matched_oversample",
     "parse_options",
     "scan_task",
     "summarize",
@@ -125,7 +128,8 @@ class StudyConfig:
 
 
 def parse_options(items: list[str]) -> dict:
-    """``KEY=VALUE`` strings (VALUE in JSON) as a dict of options; ``InputError`` for an item without ``=``."""
+    """``KEY=VALUE`` strings (VALUE in JSON) as a dict of options; ``InputError`` for an item without ``=``
+    or a value that is not JSON."""
     from calinfer.errors import InputError
 
     options = {}
@@ -133,7 +137,12 @@ def parse_options(items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep:
             raise InputError(f"options need KEY=VALUE, got {item!r}")
-        options[key] = json.loads(value)
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise InputError(
+                f"option {key}: {value!r} is not a JSON value (a string needs quotes: '\"text\"')"
+            ) from None
     return options
 
 
@@ -189,6 +198,18 @@ def _classifier_factory(cfg: StudyConfig):
 
     options = cfg.hgb if cfg.classifier_kind == "hgb" else cfg.classifier
     return partial(_configured, CLASSIFIERS[cfg.classifier_kind], options)
+
+
+def matched_oversample(cfg: StudyConfig, n_reference_sr: int, n_sr: int) -> float:
+    """Generated events per signal-region event (all flows together) for which every CATHODE classifier trains
+    against as many generated events as every idealized-AD classifier trains reference events.
+
+    An idealized-AD fold classifier trains on ``(n_folds - 1) / n_folds`` of the reference; a cross-fitted CATHODE
+    classifier on all the events of its group (half the generated sample), without cross fitting on
+    ``(n_folds - 1) / n_folds`` of it.
+    """
+    share = 2 * (cfg.n_folds - 1) / cfg.n_folds if cfg.cross_fit else 1.0
+    return share * n_reference_sr / n_sr
 
 
 def _cathode(cfg: StudyConfig, window, seed: int, oversample: float | None = None):
@@ -302,8 +323,8 @@ def scan_task(job: tuple) -> dict:
         scores = {"CATHODE": cathode.scores_}
         if "idealized AD" in cfg.methods:
             scores["idealized AD"] = IdealizedAD(window, classifier=clf, **common).fit(m, x, x_ref_sr).scores_
-        if "CATHODE matched" in cfg.methods:  # generated sample as large as the idealized AD's reference
-            matched = _cathode(cfg, window, common["seed"], oversample=len(x_ref_sr) / sr.sum())
+        if "CATHODE matched" in cfg.methods:  # each classifier trains on as many generated as reference events
+            matched = _cathode(cfg, window, common["seed"], oversample=matched_oversample(cfg, len(x_ref_sr), sr.sum()))
             scores["CATHODE matched"] = matched.fit(m, x, flows=flows).scores_
         if "CWoLa" in cfg.methods:
             scores["CWoLa"] = CWoLa(window, classifier=clf, **common).fit(m, x).scores_
