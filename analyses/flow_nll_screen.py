@@ -32,6 +32,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,10 +61,13 @@ def parse_recipe(text: str) -> tuple[str, dict]:
     return name, parse_options([item for item in rest.split(",") if item])
 
 
-def tail_ratios(x_data: np.ndarray, x_generated: np.ndarray, tail: float = 0.002) -> dict:
-    """Per feature, data / generated fraction below the data's ``tail`` and above its ``1 - tail`` quantile."""
+def tail_ratios(
+    x_data: np.ndarray, x_generated: np.ndarray, names: Sequence[str] = STANDARD_FEATURES, tail: float = 0.002
+) -> dict:
+    """Per feature (column ``j`` named ``names[j]``), data / generated fraction below the data's ``tail`` and above
+    its ``1 - tail`` quantile."""
     out = {}
-    for j, name in enumerate(STANDARD_FEATURES):
+    for j, name in enumerate(names):
         lo, hi = np.quantile(x_data[:, j], [tail, 1 - tail])
         below = np.mean(x_data[:, j] < lo) / max(np.mean(x_generated[:, j] < lo), 1 / len(x_generated))
         above = np.mean(x_data[:, j] > hi) / max(np.mean(x_generated[:, j] > hi), 1 / len(x_generated))
@@ -103,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     m, x = d["mjj"].to_numpy(np.float64), d[list(STANDARD_FEATURES)].to_numpy(np.float64)
     n_std, n_noise = x.shape[1], args.noise_features
     noise = np.random.default_rng([777, args.seed]).normal(size=(len(x), n_noise))
+    names = [*STANDARD_FEATURES, *(f"noise_{i}" for i in range(n_noise))]
     x = np.c_[x, noise]
     # the noise features' true log-density: subtracted, every recipe's mean log p is that of the standard
     # features, and the difference to a recipe without noise (``drop_noise=true``) is the KL the noise adds
@@ -128,14 +133,14 @@ def main(argv: list[str] | None = None) -> int:
             k: flow.log_prob(x[idx, cols], m[idx]) - (0.0 if drop else noise_log_density[idx])
             for k, idx in sets.items()
         }
-        generated = flow.sample(np.repeat(m[sr], args.oversample), seed=args.seed + 1)[:, :n_std]
+        generated = flow.sample(np.repeat(m[sr], args.oversample), seed=args.seed + 1)
         rows.append(
             {
                 "recipe": name,
                 "options": options,
                 "fit_s": time.time() - t0,
                 "best_epochs": flow.best_epochs_,
-                "tails": tail_ratios(x[sr, :n_std], generated),
+                "tails": tail_ratios(x[sr, cols], generated, names[cols]),
             }
         )
         print(f"{name}: trained in {rows[-1]['fit_s']:.0f} s, best epochs {flow.best_epochs_}", flush=True)
