@@ -1,4 +1,4 @@
-"""The comparison at equal reference size of ``analyses/cathode_study.py`` (CATHODE matched against the idealized AD)."""
+"""The comparison at equal reference size in ``analyses/cathode_study.py``: CATHODE matched against the idealized AD."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ class _CountingClassifier:
 class _NormalFlow:
     """A fitted stand-in density estimator: standard-normal features at every mass."""
 
-    models_ = ["fitted"]
+    def __init__(self) -> None:
+        self.models_ = ["fitted"]
 
     def sample(self, m: np.ndarray, *, seed: int = 0) -> np.ndarray:
         return np.random.default_rng(seed).normal(size=(len(m), 2))
