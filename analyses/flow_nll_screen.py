@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     m, x = d["mjj"].to_numpy(np.float64), d[list(STANDARD_FEATURES)].to_numpy(np.float64)
     n_std, n_noise = x.shape[1], args.noise_features
     noise = np.random.default_rng([777, args.seed]).normal(size=(len(x), n_noise))
-    names = [*STANDARD_FEATURES, *(f"noise_{i}" for i in range(n_noise))]
+    feature_names = [*STANDARD_FEATURES, *(f"noise_{i}" for i in range(n_noise))]
     x = np.c_[x, noise]
     # the noise features' true log-density: subtracted, every recipe's mean log p is that of the standard
     # features, and the difference to a recipe without noise (``drop_noise=true``) is the KL the noise adds
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 "options": options,
                 "fit_s": time.time() - t0,
                 "best_epochs": flow.best_epochs_,
-                "tails": tail_ratios(x[sr, cols], generated, names[cols]),
+                "tails": tail_ratios(x[sr, cols], generated, feature_names[cols]),
             }
         )
         print(f"{name}: trained in {rows[-1]['fit_s']:.0f} s, best epochs {flow.best_epochs_}", flush=True)
